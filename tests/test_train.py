@@ -1,0 +1,182 @@
+"Trainer integration tests: learning, exact resume, DDP on CPU, crash-safe checkpoints, signals, non-finite losses."
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import safetensors.torch as st
+import torch
+
+from rotvq_audio.train import Trainer, NonFiniteLoss, load_config, override, find_checkpoint, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    "One torch thread: the tiny models gain nothing from more, and spinning threads crawl on a shared 2-core box."
+    n = torch.get_num_threads(); torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(tmp_path, name="run", **kw):
+    "The bundled tiny config on a few clips, without validation unless asked."
+    cfg = load_config("tiny")
+    for k, v in {"out_dir": str(tmp_path/name), "val_clips": 0, "max_train_clips": 8, "adv_start_step": 1000, **kw}.items():
+        cfg = override(cfg, k, v)
+    return cfg
+
+
+def weights(run): return st.load_file(str(Path(run)/"model"/"model.safetensors"))
+
+
+def cli(run, *args, env=None, **popen):
+    "Start `python -m rotvq_audio.train tiny` on a few clips as a subprocess."
+    cmd = [sys.executable, "-m", "rotvq_audio.train", "tiny", "--out", str(run), "--val_clips", "0",
+           "--max_train_clips", "8", "--threads", "1", "--quiet", *map(str, args)]
+    return subprocess.Popen(cmd, cwd=ROOT, env=os.environ | (env or {}), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **popen)
+
+
+def test_tiny_config_learns(tmp_path):
+    s = Trainer(tiny(tmp_path, steps=30), quiet=True).fit()
+    mel = [h["mel"] for h in s.history]
+    assert len(mel) == 30 and np.isfinite(mel).all()
+    assert np.mean(mel[-5:]) < 0.8*np.mean(mel[:5]), mel  # a real decrease, not noise
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    kw = dict(steps=12, adv_start_step=4, ckpt_every=100)  # GAN phase included: D, its optimiser and schedule resume too
+    straight = Trainer(tiny(tmp_path, "a", **kw), quiet=True).fit()
+    cfg = tiny(tmp_path, "b", num_workers=1, **kw)  # loader workers must not change the data order
+    first = Trainer(cfg, quiet=True).fit(stop_at=6)
+    second = Trainer(cfg, resume=True, quiet=True).fit()
+    assert (first.step, second.start_step, second.step) == (6, 6, 12)
+    for key in ("total", "mel", "disc"):
+        a = [h.get(key, np.nan) for h in straight.history]
+        b = [h.get(key, np.nan) for h in first.history + second.history]
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=key)
+    wa, wb = weights(tmp_path/"a"), weights(tmp_path/"b")
+    assert wa.keys() == wb.keys()
+    for k in wa: torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+DDP_SCRIPT = """
+import json, sys, torch, torch.distributed as dist, safetensors.torch as st
+from rotvq_audio.train import Trainer, load_config, override, _unwrap
+torch.set_num_threads(1)
+cfg = load_config("tiny")
+for k, v in dict(out_dir=sys.argv[1], steps=6, adv_start_step=3, val_clips=1, val_seconds=1.0, val_workers=1, val_every=3,
+                 max_train_clips=8, ckpt_every=3).items():  # rank 0 alone validates and saves, mid-run and at the end
+    cfg = override(cfg, k, v)
+t = Trainer(cfg, device="cpu", quiet=True)
+s = t.fit()
+r = t.dist.rank
+for name, m in (("model", t.model), ("discs", t.discs)):
+    st.save_file({k: v.detach().contiguous() for k, v in _unwrap(m).state_dict().items()}, f"{sys.argv[1]}/{name}_rank{r}.safetensors")
+json.dump({"world": t.dist.world_size, "mel": [h["mel"] for h in s.history]}, open(f"{sys.argv[1]}/rank{r}.json", "w"))
+dist.destroy_process_group()
+"""
+
+
+def test_ddp_two_cpu_processes_stay_identical(tmp_path):
+    run = tmp_path/"ddp"; run.mkdir()
+    (tmp_path/"ddp_run.py").write_text(DDP_SCRIPT)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(tmp_path/"ddp_run.py"), str(run)]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240, env=os.environ | {"OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    r0, r1 = (json.loads((run/f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2
+    assert r0["mel"] != r1["mel"]  # each rank trained on its own clips...
+    for name in ("model", "discs"):  # ...yet weights, codebooks and EMA statistics agree exactly
+        a, b = (st.load_file(str(run/f"{name}_rank{r}.safetensors")) for r in (0, 1))
+        assert a.keys() == b.keys()
+        for k in a: assert torch.equal(a[k], b[k]), f"{name}.{k} differs between ranks"
+    m0 = st.load_file(str(run/"model_rank0.safetensors"))
+    assert all(bool(m0[f"quantizer.stages.{i}.codebook.initted"]) for i in range(12))
+    exported = weights(run)  # only rank 0 wrote, and what it wrote is its model
+    for k in exported: assert torch.equal(exported[k], m0[k])
+    logs = [json.loads(l) for l in (run/"log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logs if r["event"] == "train"] == [6]  # one writer: no duplicated records
+    assert [r["step"] for r in logs if r["event"] == "val"] == [3, 6]
+    assert [r["step"] for r in logs if r["event"] == "checkpoint"] == [3, 6]
+
+
+def test_kill_during_save_leaves_previous_checkpoint(tmp_path):
+    run = tmp_path/"killed"
+    p = cli(run, "--steps", 9, "--ckpt_every", 3, env={"ROTVQ_TEST_SAVE_SLEEP": "6:120"})
+    deadline, seen = time.time()+120, ""
+    while "sleeping inside the save of step 6" not in seen:
+        assert time.time() < deadline and p.poll() is None, seen
+        seen += p.stdout.readline()
+    p.kill(); p.wait(30)  # SIGKILL between writing the temporary folder and renaming it
+    assert any(d.name.startswith(".tmp-step-0000006") for d in (run/"ckpt").iterdir())
+    assert find_checkpoint(run).name == "step-0000003"
+    t = Trainer(load_config(str(run)), resume=True, quiet=True)
+    assert t.step == 3
+    s = t.fit()
+    assert s.step == 9 and find_checkpoint(run).name == "step-0000009"
+    assert not any(d.name.startswith(".tmp") for d in (run/"ckpt").iterdir())
+
+
+def test_sigint_saves_and_exits_cleanly(tmp_path):
+    run = tmp_path/"interrupted"
+    p = cli(run, "--steps", 100000, "--log_every", 1, "--ckpt_every", 100000)
+    log, deadline = run/"log.jsonl", time.time()+120
+    while not (log.exists() and sum('"train"' in l for l in log.read_text().splitlines()) >= 2):
+        assert time.time() < deadline and p.poll() is None, p.stdout.read() if p.poll() is not None else "timed out"
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    assert p.wait(60) == 0, p.stdout.read()
+    ckpt = find_checkpoint(run)
+    assert ckpt is not None and 2 <= int(ckpt.name[5:]) < 100000
+    assert json.loads(log.read_text().splitlines()[-1])["event"] == "checkpoint"
+    assert Trainer(load_config(str(run)), resume=True, quiet=True).step == int(ckpt.name[5:])
+
+
+def test_checkpoint_refuses_a_different_model(tmp_path):
+    cfg = tiny(tmp_path, steps=2)
+    Trainer(cfg, quiet=True).fit()
+    with pytest.raises(ValueError, match=r"does not match the config.*codec\.n_q: 12 -> 6"):
+        Trainer(override(cfg, "codec.n_q", 6), resume=True, quiet=True)
+    with pytest.raises(ValueError, match=r"loss\.mrd_channels"):
+        Trainer(override(cfg, "loss.mrd_channels", 8), resume=True, quiet=True)
+    assert Trainer(override(cfg, "steps", 4), resume=True, quiet=True).step == 2  # loop settings may change
+
+
+def test_nonfinite_steps_are_skipped(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROTVQ_TEST_NAN_STEPS", "2-3")
+    t = Trainer(tiny(tmp_path, steps=5), quiet=True)
+    t.fit(stop_at=2)
+    before = {k: p.detach().clone() for k, p in t.model.named_parameters()}
+    t.fit(stop_at=4)
+    assert all(torch.equal(p, before[k]) for k, p in t.model.named_parameters())  # no update from NaN steps
+    s = t.fit()
+    assert [h["finite"] for h in t.history] == [True, True, False, False, True]
+    assert s.nonfinite_total == 2 and t.nonfinite_run == 0
+    assert not all(torch.equal(p, before[k]) for k, p in t.model.named_parameters())
+
+
+def test_too_many_nonfinite_losses_stop_the_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ROTVQ_TEST_NAN_STEPS", "1-")
+    with pytest.raises(NonFiniteLoss, match="3 non-finite losses in a row"):
+        Trainer(tiny(tmp_path, "a", steps=20, max_nonfinite=3), quiet=True).fit()
+    args = ["tiny", "--out", str(tmp_path/"b"), "--steps", "20", "--val_clips", "0", "--max_train_clips", "8",
+            "--opts", "max_nonfinite=3", "--threads", "1", "--quiet"]
+    assert main(args) == 2
+    assert "non-finite losses in a row" in capsys.readouterr().err
+
+
+def test_validation_logs_metrics_audio_and_spectrograms(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    s = Trainer(tiny(tmp_path, steps=2, val_clips=2, val_seconds=1.0), quiet=True).fit()
+    for kbps in ("1.5", "3", "6"):
+        for m in ("mel_distance", "pesq_wb", "stoi", "perplexity_q1", "effective_kbps"): assert f"val_{kbps}kbps/{m}" in s.val
+    assert 1 <= s.val["val_6kbps/pesq_wb"] <= 4.7 and 0 < s.val["val_1.5kbps/mel_distance"]
+    val = [json.loads(l) for l in (tmp_path/"run"/"log.jsonl").read_text().splitlines() if '"val"' in l]
+    assert len(val) == 1 and val[0]["step"] == 2 and "val_3kbps/stoi" in val[0]
+    ea = EventAccumulator(str(tmp_path/"run"/"tb"), size_guidance={"audio": 0, "images": 0, "scalars": 0}); ea.Reload()
+    tags = ea.Tags()
+    assert "val/reference" in tags["audio"] and "val_6kbps/reconstruction" in tags["audio"]
+    assert "val_1.5kbps/spectrogram" in tags["images"] and "val_3kbps/pesq_wb" in tags["scalars"]
