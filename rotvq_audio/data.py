@@ -171,7 +171,7 @@ def default_speech_dir() -> Path:
         return p.resolve()
     for start in (_package_dir(), Path.cwd().resolve()):
         for d in (start, *start.parents):
-            if (d/'shared'/'speech'/'manifest.csv').is_file(): return d/'shared'/'speech'
+            if (d/'shared'/'speech'/'manifest.csv').is_file(): return (d/'shared'/'speech').resolve()
     raise FileNotFoundError("could not find the shared speech corpus (a shared/speech/manifest.csv above the package "
                             "or working directory); set ROTVQ_SPEECH=/path/to/speech")
 
