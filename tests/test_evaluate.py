@@ -10,12 +10,7 @@ from rotvq_audio.data import default_speech_dir, speech_split
 from rotvq_audio.evaluate import main, model_dir, data_items
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "One torch thread: the tiny models gain nothing from more, and spinning threads crawl on a shared 2-core box."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

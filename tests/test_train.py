@@ -12,12 +12,7 @@ from rotvq_audio.train import Trainer, NonFiniteLoss, load_config, override, fin
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    "One torch thread: the tiny models gain nothing from more, and spinning threads crawl on a shared 2-core box."
-    n = torch.get_num_threads(); torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def tiny(tmp_path, name="run", **kw):
