@@ -15,7 +15,7 @@ import torchaudio
 from torch.nn.utils.parametrizations import weight_norm
 
 # %% auto #0
-__all__ = ['ADV_KINDS', 'MelSpectrogram', 'MultiScaleMelLoss', 'MultiResolutionSTFTLoss', 'PeriodDiscriminator',
+__all__ = ['ADV_KINDS', 'MelSpectrogram', 'MultiScaleMelLoss', 'MultiResolutionSTFTLoss', 'conv_features', 'PeriodDiscriminator',
            'MultiPeriodDiscriminator', 'ResolutionDiscriminator', 'MultiResolutionDiscriminator', 'Discriminator',
            'discriminator_loss', 'generator_adversarial_loss', 'feature_matching_loss', 'LossConfig', 'combine_losses',
            'LossOutput', 'CodecLoss', 'discriminator_step_loss', 'plot_spectrograms']
@@ -76,6 +76,14 @@ class MultiResolutionSTFTLoss(nn.Module):
         return total / len(self.resolutions)
 
 # %% ../nbs/05_losses.ipynb #0cab6097
+def conv_features(convs, post, x): # x (B, 1, H, W) -> logits, the feature map of every layer
+    "Run a discriminator's conv stack with leaky ReLUs, keeping each layer's output for feature matching."
+    feats = []
+    for conv in convs:
+        x = F.leaky_relu(conv(x), 0.1); feats.append(x)
+    x = post(x); feats.append(x)
+    return x, feats
+
 class PeriodDiscriminator(nn.Module):
     "HiFi-GAN's discriminator on the waveform folded into columns of `period` samples."
     def __init__(self, period: int, channels: tuple = (32, 128, 512, 1024, 1024), kernel_size: int = 5, stride: int = 3):
@@ -92,11 +100,7 @@ class PeriodDiscriminator(nn.Module):
         T = x.shape[-1]
         x = F.pad(x, (0, (-T) % self.period), mode="reflect" if T > self.period else "constant")
         x = x.view(x.shape[0], 1, -1, self.period) # (B, 1, T / period, period)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1); feats.append(x)
-        x = self.post(x); feats.append(x)
-        return x, feats
+        return conv_features(self.convs, self.post, x)
 
 # %% ../nbs/05_losses.ipynb #86d0569c
 class MultiPeriodDiscriminator(nn.Module):
@@ -124,11 +128,7 @@ class ResolutionDiscriminator(nn.Module):
     def forward(self, x): # (B, 1, T) -> logits (B, 1, F', T'), features
         x = torch.stft(x[:, 0].float(), self.n_fft, self.hop, window=self.window, return_complex=True).abs()
         x = x[:, None] # (B, 1, n_fft/2+1, frames)
-        feats = []
-        for conv in self.convs:
-            x = F.leaky_relu(conv(x), 0.1); feats.append(x)
-        x = self.post(x); feats.append(x)
-        return x, feats
+        return conv_features(self.convs, self.post, x)
 
 # %% ../nbs/05_losses.ipynb #920ad487
 class MultiResolutionDiscriminator(nn.Module):
