@@ -3,13 +3,15 @@ factor and peak resident memory of each stage, each stage in its own process so 
 Also measures how often chunked codes agree with a whole-file encode on a shorter excerpt.
 
     .venv/bin/python bench/long_audio.py                 # bundled model, 60 minutes, 6 kbps
-    .venv/bin/python bench/long_audio.py --minutes 10 --model runs/small/model
+    .venv/bin/python bench/long_audio.py --minutes 10 --model runs/small/model --out /tmp/long_audio.json
 
 The long input is real dev speech from $ROTVQ_SPEECH (default ../shared/speech) tiled to length.
 Without a bundled model or --model, an untrained model of the small config is used: speed and memory
 depend on the architecture, not the weights.
+Prints its figures and writes them as JSON to --out (default bench/results/long_audio.json): the machine, the
+arguments and each stage's measurements under "encode", "decode" and "agreement" (null with --agreement-minutes 0).
 """
-import argparse, json, os, resource, subprocess, sys, tempfile, time
+import argparse, json, os, platform, re, resource, subprocess, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +89,16 @@ def run_stage(name, args, tokens) -> dict:
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def machine(threads) -> dict:
+    "CPU, core count, thread count and package versions of this run."
+    from importlib import metadata
+    cpu = re.search(r"model name\s*:\s*(.*)", Path("/proc/cpuinfo").read_text()) if Path("/proc/cpuinfo").is_file() else None
+    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return dict(cpu=cpu.group(1).strip() if cpu else platform.processor(), cores=os.cpu_count(), threads=threads,
+                python=platform.python_version(), torch=metadata.version("torch"), git=git or None,
+                load_avg_at_start=[round(l, 2) for l in os.getloadavg()])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=60.0, help="length of the long input")
@@ -94,11 +106,13 @@ def main():
     ap.add_argument("--kbps", type=float, default=6.0)
     ap.add_argument("--model", help="model folder (default: bundled, else an untrained small model)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "long_audio.json"), help="JSON file for the results")
     ap.add_argument("--stage", choices=["encode", "decode", "agreement"], help=argparse.SUPPRESS)
     ap.add_argument("--tokens", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.stage:
         print(json.dumps(stage(args))); return
+    info, ag = machine(args.threads), None
     with tempfile.TemporaryDirectory() as d:
         tokens = Path(d) / "long.npz"
         enc = run_stage("encode", args, tokens)
@@ -114,6 +128,11 @@ def main():
             print(f"chunked vs whole on {ag['minutes']:g} min ({ag['seams']} seams of {ag['chunk_seconds']:g} s chunks): "
                   f"{ag['codes_agree']:.4%} of codes, {ag['frames_all_stages_agree']:.4%} of frames agree; "
                   f"decode max |diff| {ag['decode_max_abs_diff']:.2e}")
+        enc["tokens_mib"] = tokens.stat().st_size / 2**20
+    out = Path(args.out); out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(dict(machine=info, minutes=args.minutes, kbps=args.kbps, threads=args.threads, model=enc["model"],
+                                   encode=enc, decode=dec, agreement=ag), indent=1) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ import soundfile as sf
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "data_scripts"
 sys.path.insert(0, str(SCRIPTS))
-import _common, librispeech, libritts, local_folder, vctk  # noqa: E402
-from rotvq_audio.data import load_audio, read_manifest  # noqa: E402
+import _common, librispeech, libritts, local_folder, make_splits, vctk  # noqa: E402
+from rotvq_audio.data import load_audio, read_manifest, speech_split  # noqa: E402
 
 
 def tone(sr, seconds=1.0, channels=1, seed=0):
@@ -61,6 +61,24 @@ def test_librispeech_prepare(tmp_path, librispeech_archive):
     mtimes = {r["path"]: os.stat(r["path"]).st_mtime_ns for r in back}
     librispeech.main(["--root", str(root), "--subset", "dev-clean", "--archive", str(librispeech_archive), "--quiet"])
     assert {p: os.stat(p).st_mtime_ns for p in mtimes} == mtimes
+
+
+def test_make_splits_gives_rotvq_train_a_corpus(tmp_path, librispeech_archive):
+    "Two prepared subsets become one manifest.csv with train/dev that `speech_split` (hence rotvq-train) reads."
+    root = tmp_path / "ls"
+    librispeech.main(["--root", str(root), "--subset", "dev-clean", "--archive", str(librispeech_archive), "--quiet"])
+    out = root / "LibriSpeech-16k"
+    rows = read_manifest(out / "dev-clean.csv")
+    sub = lambda spk: [r | {"path": os.path.relpath(r["path"], out)} for r in rows if r["speaker"] == spk]
+    from rotvq_audio.data import write_manifest
+    write_manifest(sub("84"), out / "a.csv"); write_manifest(sub("174"), out / "b.csv")
+    make_splits.main(["--train", str(out / "a.csv"), "--dev", str(out / "b.csv"), "--out", str(out / "manifest.csv")])
+    train, dev = speech_split("train", out), speech_split("dev", out)
+    assert ({r["speaker"] for r in train}, {r["speaker"] for r in dev}) == ({"84"}, {"174"})
+    assert load_audio(train[0]["path"], 16000).shape == (16000,)
+    with pytest.raises(SystemExit, match="in both train and dev"):
+        make_splits.main(["--train", str(out / "a.csv"), "--dev", str(out / "a.csv"), "--out", str(out / "bad.csv")])
+    assert not (out / "bad.csv").exists()
 
 
 def test_librispeech_skip_download_and_clean(tmp_path, librispeech_archive):
