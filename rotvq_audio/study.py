@@ -23,7 +23,7 @@ from .data import speech_split, load_audio
 from .metrics import evaluate
 from .losses import MultiScaleMelLoss
 from .codec import CodecModel
-from .evaluate import reconstruct_fn, _underscores_to_dashes
+from .evaluate import model_dir, reconstruct_fn, _underscores_to_dashes
 from .train import TrainConfig, Trainer, load_config, config_to_dict, config_from_dict, atomic_write_bytes
 
 # %% auto #0
@@ -223,7 +223,7 @@ def run_one(run:StudyRun, budget:StudyBudget,
     t0 = time.time()
     s = Trainer(cfg, budget.device, quiet=True).fit()
     t1 = time.time()
-    model = CodecModel.from_pretrained(Path(s.checkpoint)/"generator", budget.device)
+    model = CodecModel.from_pretrained(model_dir(cfg.out_dir), budget.device)  # the run's latest weights
     res = dict(name=run.name, variant=run.variant, grad=run.grad, seed=run.seed, steps=s.step,
                train_seconds=round(t1 - t0, 1), steps_per_s=round(s.steps_per_s, 3), curve=_curve(s.history),
                **score_model(model, clips, _grad_batch(clips, budget.segment).to(budget.device)))
