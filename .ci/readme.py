@@ -4,14 +4,17 @@
     .venv/bin/python .ci/readme.py --check   # exit 1, with a diff, when README.md differs
 
 Cells flagged `#| hide` are dropped; `#| echo: false` keeps a cell's output without its code; other `#|`
-directive lines are removed. Outputs are the saved ones (the notebook is not executed), and links to
-`images/` and to notebooks are rewritten to point into `nbs/` from the repository root."""
-import difflib, re, sys
+directive lines are removed. Outputs are the saved ones (the notebook is not executed). README.md is also the
+package's description on PyPI, where relative links break, so links to notebooks become absolute links into the
+repository on GitHub and images become raw.githubusercontent.com URLs."""
+import difflib, posixpath, re, sys
 from pathlib import Path
 import nbformat
 from nbconvert import MarkdownExporter
 
 ROOT = Path(__file__).resolve().parents[1]
+REPO = "rotvq/rotvq-audio"  # as in pyproject.toml [project.urls]
+BLOB, RAW = f"https://github.com/{REPO}/blob/main/", f"https://raw.githubusercontent.com/{REPO}/main/"
 DIRECTIVE = re.compile(r"^#\|\s*(.*)$", re.M)
 
 
@@ -31,8 +34,9 @@ def readme_text(nb_path=ROOT/"nbs"/"index.ipynb") -> str:
     nb.metadata["language_info"] = {"name": "python"}  # fenced code blocks say python (nbdev-clean drops this)
     md, _ = MarkdownExporter(exclude_input_prompt=True, exclude_output_prompt=True).from_notebook_node(nb)
     md = re.sub(r"```python\s*```\n", "", md)  # inputs emptied by `echo: false`
-    md = re.sub(r"\]\((images|tutorials)/", r"](nbs/\1/", md)
-    md = re.sub(r"\]\(((?!https?:)[\w./-]+\.ipynb)\)", lambda m: m.group(0) if m.group(1).startswith("nbs/") else f"](nbs/{m.group(1)})", md)
+    md = re.sub(r"!\[([^\]]*)\]\(images/", lambda m: f"![{m.group(1)}]({RAW}nbs/images/", md)
+    # links in the notebook are relative to nbs/
+    md = re.sub(r"\]\(((?!https?:|#)[\w./-]+)\)", lambda m: f"]({BLOB}{posixpath.normpath('nbs/' + m.group(1))})", md)
     md = re.sub(r"\n{3,}", "\n\n", md).strip() + "\n"
     return "<!-- Generated from nbs/index.ipynb by .ci/readme.py: edit the notebook, not this file. -->\n\n" + md
 
