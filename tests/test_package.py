@@ -110,7 +110,7 @@ def _imports(path: Path) -> tuple[set[str], set[str]]:
     for t in ast.walk(tree):
         if isinstance(t, ast.Try) and any(isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError") for h in t.handlers):
             optional |= {n for s in t.body for n in _names(s)}
-    return {n for n in _names(tree)} - optional, optional
+    return _names(tree) - optional, optional
 
 
 def _names(tree) -> set[str]:
