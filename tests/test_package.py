@@ -138,7 +138,6 @@ def test_dependencies_are_what_the_package_imports():
 
 CHECK = r'''
 import importlib.metadata as md, sys, os
-from importlib import resources
 from packaging.requirements import Requirement
 import rotvq_audio
 assert rotvq_audio.__file__.startswith(sys.prefix), f"rotvq_audio came from {rotvq_audio.__file__}, not the fresh venv {sys.prefix}"
@@ -149,10 +148,12 @@ for r in map(Requirement, md.requires("rotvq-audio")):
     except md.PackageNotFoundError: unmet.append(f"{r} (not installed)"); continue
     if not r.specifier.contains(v, prereleases=True): unmet.append(f"{r} (found {v})")
 assert not unmet, f"unmet dependencies: {unmet}"
+import torch
 from rotvq_audio import Codec
-import soundfile as sf, torch
-codec = Codec.from_pretrained()
-wav, sr = sf.read(str(resources.files("rotvq_audio") / "assets" / "demo.flac"), dtype="float32")
+from rotvq_audio.cli import demo_clip
+from rotvq_audio.data import load_audio
+codec, sr = Codec.from_pretrained(), 16000
+wav = load_audio(demo_clip(), sr)  # the clip shipped in the wheel, (T,)
 codes = codec.encode(wav, sr, kbps=3)
 audio = codec.decode(codes)
 n = codec.num_frames(len(wav))
