@@ -7,14 +7,14 @@ Cells flagged `#| hide` are dropped; `#| echo: false` keeps a cell's output with
 directive lines are removed. Outputs are the saved ones (the notebook is not executed). README.md is also the
 package's description on PyPI, where relative links break, so links to notebooks become absolute links into the
 repository on GitHub and images become raw.githubusercontent.com URLs."""
-import difflib, posixpath, re, sys
+import difflib, posixpath, re, sys, tomllib
 from pathlib import Path
 import nbformat
 from nbconvert import MarkdownExporter
 
 ROOT = Path(__file__).resolve().parents[1]
-REPO = "rotvq/rotvq-audio"  # as in pyproject.toml [project.urls]
-BLOB, RAW = f"https://github.com/{REPO}/blob/main/", f"https://raw.githubusercontent.com/{REPO}/main/"
+REPO = tomllib.loads((ROOT/"pyproject.toml").read_text())["project"]["urls"]["Repository"]  # https://github.com/OWNER/NAME
+BLOB, RAW = f"{REPO}/blob/main/", REPO.replace("//github.com/", "//raw.githubusercontent.com/") + "/main/"
 DIRECTIVE = re.compile(r"^#\|\s*(.*)$", re.M)
 
 

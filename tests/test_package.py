@@ -17,8 +17,7 @@ pytestmark = pytest.mark.package
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "rotvq_audio"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
-SCRIPTS = {"rotvq": "rotvq_audio.cli:main", "rotvq-train": "rotvq_audio.train:main",
-           "rotvq-eval": "rotvq_audio.evaluate:main", "rotvq-study": "rotvq_audio.study:main"}
+SCRIPTS = PYPROJECT["project"]["scripts"]  # {"rotvq": "rotvq_audio.cli:main", ...}
 DATA = ["pretrained/default/config.json", "pretrained/default/model.safetensors", "pretrained/default/MODEL_CARD.md",
         "assets/demo.flac", "configs/tiny.json", "configs/small.json", "configs/base.json"]
 NOT_SHIPPED = ("nbs/", "tests/", "bench/", "data_scripts/", ".ci/", ".github/", "shared/", "speech/", "_proc/", "_docs")
@@ -46,18 +45,20 @@ def test_wheel_holds_the_package_and_nothing_else(dist):
     version = rotvq_audio.__version__
     expected = f"rotvq_audio-{version}-py3-none-any.whl"
     assert whl.name == expected, f"expected {expected}, got {whl.name}"
-    names = zipfile.ZipFile(whl).namelist()
     info = f"rotvq_audio-{version}.dist-info/"
+    with zipfile.ZipFile(whl) as z:
+        names = z.namelist()
+        # the bundled weights are the committed ones, byte for byte
+        assert z.read("rotvq_audio/pretrained/default/model.safetensors") == (PKG / "pretrained/default/model.safetensors").read_bytes()
+        eps = z.read(info + "entry_points.txt").decode()
     stray = [n for n in names if not (n.startswith("rotvq_audio/") or n.startswith(info))]
     assert not stray, f"files outside the package in the wheel: {stray}"
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.endswith(".ipynb")]
-    assert _tracked_modules() <= set(names), f"modules missing from the wheel: {_tracked_modules() - set(names)}"
+    modules = _tracked_modules()
+    assert modules <= set(names), f"modules missing from the wheel: {modules - set(names)}"
     missing = [d for d in DATA if f"rotvq_audio/{d}" not in names]
     assert not missing, f"package data missing from the wheel: {missing}"
     assert {info + "licenses/LICENSE", info + "licenses/NOTICE"} <= set(names)
-    with zipfile.ZipFile(whl) as z:  # the bundled weights are the committed ones, byte for byte
-        assert z.read("rotvq_audio/pretrained/default/model.safetensors") == (PKG / "pretrained/default/model.safetensors").read_bytes()
-        eps = z.read(info + "entry_points.txt").decode()
     for name, target in SCRIPTS.items(): assert f"{name} = {target}" in eps, f"entry point {name} missing: {eps}"
     print(f"\nwheel {whl.name}: {whl.stat().st_size / 2**20:.1f} MiB, {len(names)} files")
 
@@ -74,13 +75,9 @@ def test_sdist_holds_what_builds_the_wheel_and_nothing_else(dist):
     assert [n for n in names if n.endswith((".flac", ".wav"))] == ["rotvq_audio/assets/demo.flac"]
 
 
-def _metadata(whl) -> email.message.Message:
-    with zipfile.ZipFile(whl) as z:
-        return email.parser.Parser().parsestr(z.read(f"rotvq_audio-{rotvq_audio.__version__}.dist-info/METADATA").decode())
-
-
 def test_metadata_says_what_indexes_and_users_expect(dist):
-    m = _metadata(dist[0])
+    with zipfile.ZipFile(dist[0]) as z:
+        m = email.parser.Parser().parsestr(z.read(f"rotvq_audio-{rotvq_audio.__version__}.dist-info/METADATA").decode())
     assert (m["Name"], m["Version"]) == ("rotvq-audio", rotvq_audio.__version__)
     assert m["License-Expression"] == "Apache-2.0" and set(m.get_all("License-File")) == {"LICENSE", "NOTICE"}
     assert m["Requires-Python"] == ">=3.11"
@@ -188,7 +185,7 @@ def test_wheel_works_on_its_own(dist, tmp_path):
     assert "kbps" in r.stdout and sorted(p.suffix for p in (work / "demo_out").iterdir()) == [".npz", ".wav"], r.stdout
     npz = next((work / "demo_out").glob("*.npz"))
     assert "rotvq tokens v" in _run([bin_ / "rotvq", "info", str(npz)], work, env).stdout
-    for script in ("rotvq", "rotvq-train", "rotvq-eval", "rotvq-study"):
+    for script in SCRIPTS:
         r = _run([bin_ / script, "--help"], work, env)
         assert r.stdout.startswith("usage:"), f"{script} --help: {r.stdout[:300]}"
     print(f"\n{r.args[0]} and the rest run from {work}; the demo wrote {sorted(p.name for p in (work / 'demo_out').iterdir())}")
