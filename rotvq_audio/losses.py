@@ -15,10 +15,10 @@ import torchaudio
 from torch.nn.utils.parametrizations import weight_norm
 
 # %% auto #0
-__all__ = ['ADV_KINDS', 'MelSpectrogram', 'MultiScaleMelLoss', 'MultiResolutionSTFTLoss', 'conv_features', 'PeriodDiscriminator',
-           'MultiPeriodDiscriminator', 'ResolutionDiscriminator', 'MultiResolutionDiscriminator', 'Discriminator',
-           'discriminator_loss', 'generator_adversarial_loss', 'feature_matching_loss', 'LossConfig', 'combine_losses',
-           'LossOutput', 'CodecLoss', 'discriminator_step_loss', 'plot_spectrograms']
+__all__ = ['ADV_KINDS', 'MelSpectrogram', 'MultiScaleMelLoss', 'MultiResolutionSTFTLoss', 'ComplexSTFTLoss', 'conv_features',
+           'PeriodDiscriminator', 'MultiPeriodDiscriminator', 'ResolutionDiscriminator', 'MultiResolutionDiscriminator',
+           'Discriminator', 'discriminator_loss', 'generator_adversarial_loss', 'feature_matching_loss', 'LossConfig',
+           'combine_losses', 'LossOutput', 'CodecLoss', 'discriminator_step_loss', 'plot_spectrograms']
 
 # %% ../nbs/05_losses.ipynb #ab96b914
 class MelSpectrogram(nn.Module):
@@ -74,6 +74,27 @@ class MultiResolutionSTFTLoss(nn.Module):
             sc = torch.linalg.norm(Y - X, dim=(1, 2)) / torch.linalg.norm(X, dim=(1, 2)).clamp(min=1e-7)
             total = total + sc.mean() + F.l1_loss(Y.log(), X.log())
         return total / len(self.resolutions)
+
+# %% ../nbs/05_losses.ipynb #2605f678
+class ComplexSTFTLoss(nn.Module):
+    "Mean over resolutions of the MSE between power-compressed complex spectra (real and imaginary parts)."
+    def __init__(self, resolutions: tuple = ((320, 80),), # (n_fft, hop) pairs
+                 compress: float = 0.3, # |X|^c e^{i phase}
+                 floor: float = 1e-5): # magnitudes below are compressed linearly
+        super().__init__()
+        self.resolutions, self.compress, self.floor = [tuple(r) for r in resolutions], compress, floor
+        for i, (n_fft, _) in enumerate(self.resolutions):
+            self.register_buffer(f"window{i}", torch.hann_window(n_fft), persistent=False)
+
+    def spectrum(self, x, i: int): # (B, 1, T) -> (B, 2, n_fft/2+1, frames) real and imaginary parts
+        n_fft, hop = self.resolutions[i]
+        with torch.autocast(x.device.type, enabled=False):
+            s = torch.stft(x[:, 0].float(), n_fft, hop, window=getattr(self, f"window{i}"), return_complex=True)
+            s = s * s.abs().clamp(min=self.floor) ** (self.compress - 1)
+            return torch.stack([s.real, s.imag], 1)
+
+    def forward(self, x, y): # x: reference (B, 1, T), y: estimate (B, 1, T) -> scalar
+        return sum(F.mse_loss(self.spectrum(y, i), self.spectrum(x, i)) for i in range(len(self.resolutions))) / len(self.resolutions)
 
 # %% ../nbs/05_losses.ipynb #0cab6097
 def conv_features(convs, post, x): # x (B, 1, H, W) -> logits, the feature map of every layer
@@ -197,6 +218,8 @@ class LossConfig:
     "Weights of the generator's losses, adversarial warm-up, and discriminator sizes."
     mel: float = 15.0
     stft: float = 0.0
+    complex_stft: float = 0.0 # MSE of power-compressed complex spectra
+    waveform: float = 0.0 # L1 between waveforms
     adversarial: float = 1.0
     feature_matching: float = 2.0
     quantizer: float = 1.0
@@ -206,6 +229,8 @@ class LossConfig:
     mel_windows: tuple = (32, 64, 128, 256, 512, 1024, 2048)
     mel_n_mels: tuple = (5, 10, 20, 40, 80, 160, 320)
     stft_resolutions: tuple = ((320, 80), (640, 160), (1280, 320))
+    complex_stft_resolutions: tuple = ((320, 80),)
+    complex_stft_compress: float = 0.3
     mpd_periods: tuple = (2, 3, 5, 7, 11)
     mpd_channels: tuple = (32, 128, 512, 1024, 1024)
     mrd_resolutions: tuple = ((1024, 256), (512, 128), (256, 64))
@@ -214,7 +239,7 @@ class LossConfig:
     def __post_init__(self):
         _check_kind(self.adv_kind)
         for k in ("mel_windows", "mel_n_mels", "mpd_periods", "mpd_channels"): setattr(self, k, tuple(getattr(self, k)))
-        for k in ("stft_resolutions", "mrd_resolutions"): setattr(self, k, tuple(tuple(r) for r in getattr(self, k)))
+        for k in ("stft_resolutions", "complex_stft_resolutions", "mrd_resolutions"): setattr(self, k, tuple(tuple(r) for r in getattr(self, k)))
 
     @classmethod
     def small(cls, **kw):
@@ -236,7 +261,9 @@ class LossConfig:
         return Discriminator(self.mpd_periods, self.mpd_channels, self.mrd_resolutions, self.mrd_channels)
 
 # %% ../nbs/05_losses.ipynb #47d027fc
-def combine_losses(parts: dict, # name -> unweighted scalar tensor: mel, stft, adversarial, feature_matching, quantizer/<name>
+_LOSSES = ("mel", "stft", "complex_stft", "waveform", "adversarial", "feature_matching", "quantizer")
+
+def combine_losses(parts: dict, # name -> unweighted scalar tensor: one of `_LOSSES`, or quantizer/<name>
                    cfg: LossConfig, # the weights
                    step: int, # training step, for the adversarial warm-up
                   ) -> tuple[torch.Tensor, dict]: # total, {name: float} including "total"
@@ -244,8 +271,7 @@ def combine_losses(parts: dict, # name -> unweighted scalar tensor: mel, stft, a
     total, logged = 0.0, {}
     for name, value in parts.items():
         key = "quantizer" if name.startswith("quantizer/") else name
-        if key not in ("mel", "stft", "adversarial", "feature_matching", "quantizer"):
-            raise ValueError(f"unknown loss {name!r}; expected mel, stft, adversarial, feature_matching or quantizer/<name>")
+        if key not in _LOSSES: raise ValueError(f"unknown loss {name!r}; expected one of {', '.join(_LOSSES[:-1])} or quantizer/<name>")
         w = getattr(cfg, key)
         if key in ("adversarial", "feature_matching") and not cfg.adversarial_active(step): w = 0.0
         if w: total = total + w * value
@@ -268,6 +294,7 @@ class CodecLoss(nn.Module):
         self.cfg = cfg or LossConfig()
         self.mel = MultiScaleMelLoss(sample_rate, self.cfg.mel_windows, self.cfg.mel_n_mels)
         self.stft = MultiResolutionSTFTLoss(self.cfg.stft_resolutions) if self.cfg.stft > 0 else None
+        self.complex_stft = ComplexSTFTLoss(self.cfg.complex_stft_resolutions, self.cfg.complex_stft_compress) if self.cfg.complex_stft > 0 else None
 
     def forward(self, real, # (B, 1, T) input audio
                 fake, # (B, 1, T) reconstruction
@@ -277,6 +304,8 @@ class CodecLoss(nn.Module):
                ) -> LossOutput:
         parts = {"mel": self.mel(real, fake)}
         if self.stft is not None: parts["stft"] = self.stft(real, fake)
+        if self.complex_stft is not None: parts["complex_stft"] = self.complex_stft(real, fake)
+        if self.cfg.waveform > 0: parts["waveform"] = F.l1_loss(fake, real)
         for k, v in (quantizer_losses or {}).items(): parts[f"quantizer/{k}"] = v
         if discriminator is not None and self.cfg.adversarial_active(step):
             with torch.no_grad(): real_out = discriminator(real)

@@ -130,8 +130,9 @@ class ISTFTHead(nn.Module):
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
 
     def forward(self, x): # (B, dim, N) -> (B, 1, N * hop)
-        logmag, phase = self.proj(x.transpose(1, 2)).float().transpose(1, 2).chunk(2, 1) # (B, n_fft/2+1, N) each
-        mag = logmag.exp().clamp(max=1e2) # the clamp stops early-training blow-ups, as in Vocos
-        spec = torch.polar(mag, phase)
-        frames = torch.fft.irfft(spec, self.n_fft, dim=1) * self.window[:, None] # (B, n_fft, N)
-        return overlap_add(frames, self.window, self.hop, self.causal)[:, None]
+        with torch.autocast(x.device.type, enabled=False): # phase in bf16 would be coarse: the head computes in float32
+            logmag, phase = self.proj(x.transpose(1, 2).float()).transpose(1, 2).chunk(2, 1) # (B, n_fft/2+1, N) each
+            mag = logmag.exp().clamp(max=1e2) # the clamp stops early-training blow-ups, as in Vocos
+            spec = torch.polar(mag, phase)
+            frames = torch.fft.irfft(spec, self.n_fft, dim=1) * self.window[:, None] # (B, n_fft, N)
+            return overlap_add(frames, self.window, self.hop, self.causal)[:, None]

@@ -6,7 +6,7 @@ Docs: https://rotvq.github.io/rotvq-audio/quantize.html.md"""
 
 # %% ../nbs/00_quantize.ipynb #c5105aec
 from __future__ import annotations
-import math
+import math, warnings
 from dataclasses import dataclass
 import torch
 import torch.nn as nn
@@ -16,9 +16,9 @@ from torch import Tensor
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['rotation_vjp', 'rotation_trick', 'straight_through', 'code_counts', 'CodebookUsage', 'usage_from_counts',
-           'codebook_usage', 'UsageAccumulator', 'nearest_code', 'kmeans_pp', 'kmeans', 'Codebook', 'QuantizerStats',
-           'QuantizerOutput', 'VectorQuantizer', 'ResidualVQ']
+__all__ = ['KMEANS_VECTORS_PER_CODE', 'rotation_vjp', 'rotation_trick', 'straight_through', 'code_counts', 'CodebookUsage',
+           'usage_from_counts', 'codebook_usage', 'UsageAccumulator', 'duplicate_codes', 'nearest_code', 'kmeans_pp',
+           'kmeans', 'Codebook', 'QuantizerStats', 'QuantizerOutput', 'VectorQuantizer', 'ResidualVQ']
 
 # %% ../nbs/00_quantize.ipynb #80909ff1
 _ANTI_TOL = math.sqrt(torch.finfo(torch.float32).eps)  # below this ‖ê+q̂‖ the bisector r has lost half its digits
@@ -43,9 +43,10 @@ def _antiparallel_vjp(eh, qh, g):
 def rotation_vjp(e: Tensor, # encoder outputs (..., d)
                  q: Tensor, # their codes (..., d)
                  g: Tensor, # gradient arriving at q (..., d)
-                ) -> Tensor:  # λ·Rᵀ·g in float32 (..., d)
+                ) -> Tensor:  # λ·Rᵀ·g in float32, or float64 for float64 inputs (..., d)
     "The rotation trick's gradient for `e`: `g` rotated back by `R` (ê → q̂) and scaled by λ = ‖q‖/‖e‖."
-    e, q, g = e.float(), q.float(), g.float()
+    dt = torch.promote_types(torch.promote_types(e.dtype, g.dtype), torch.float32)  # half inputs compute in float32
+    e, q, g = e.to(dt), q.to(dt), g.to(dt)
     ne, nq = _dot(e, e).sqrt(), _dot(q, q).sqrt()
     ie, iq = 1 / ne.clamp_min(1e-30), 1 / nq.clamp_min(1e-30)
     d = torch.addcmul(q * iq, e, ie)  # ê + q̂, so r = d/‖d‖ and r(rᵀg) = d(dᵀg)/‖d‖²
@@ -142,6 +143,12 @@ class UsageAccumulator:
         "Usage statistics of everything seen so far."
         return usage_from_counts(self.counts)
 
+# %% ../nbs/00_quantize.ipynb #40af79f1
+def duplicate_codes(codes: Tensor, # (K, d) a codebook
+                   ) -> int: # how many rows repeat an earlier row exactly
+    "Number of codes that are exact copies of another code."
+    return len(codes) - len(torch.unique(codes.detach(), dim=0))
+
 # %% ../nbs/00_quantize.ipynb #bb881d36
 def _no_autocast(z): return torch.autocast(z.device.type, enabled=False)
 
@@ -188,6 +195,8 @@ def kmeans(x: Tensor, # (N, d) float32 vectors
     return c, torch.bincount(nearest_code(x, c, cosine), minlength=k)
 
 # %% ../nbs/00_quantize.ipynb #bcef99dd
+KMEANS_VECTORS_PER_CODE = 10  # k-means init wants at least this many vectors per code
+
 def _distributed(): return dist.is_available() and dist.is_initialized()
 
 def _all_reduce_(*ts):
@@ -208,8 +217,8 @@ class Codebook(nn.Module):
                  decay: float=0.99, # EMA decay
                  eps: float=1e-5, # Laplace smoothing of the cluster sizes
                  cosine: bool=False, # codes are unit vectors, lookup by cosine similarity
-                 kmeans_iters: int=10, # k-means iterations on the first training batch; 0: no k-means init
-                 dead_code_threshold: float=2.0, # codes whose EMA cluster size falls below are replaced; 0: never
+                 kmeans_iters: int=10, # k-means iterations of the initialisation; 0: no k-means init
+                 dead_code_threshold: float=0.1, # replace codes whose EMA cluster size falls below this fraction of the mean; 0: never
                 ):
         super().__init__()
         self.size, self.ema, self.decay, self.eps, self.cosine = size, ema, decay, eps, cosine
@@ -238,8 +247,11 @@ class Codebook(nn.Module):
 # %% ../nbs/00_quantize.ipynb #c3608ad1
 @patch
 @torch.no_grad()
-def init_(self: Codebook, z: Tensor): # (N, d) float32 vectors of the first batch
-    "Initialise the codes by k-means on `z` (rank 0's batch when distributed)."
+def init_(self: Codebook, z: Tensor): # (N, d) float32 vectors, N ≥ KMEANS_VECTORS_PER_CODE · K
+    "Initialise the codes by k-means on `z` (rank 0's vectors when distributed)."
+    if len(z) < KMEANS_VECTORS_PER_CODE * self.size:
+        warnings.warn(f"k-means init of {self.size} codes on {len(z)} vectors (want ≥ {KMEANS_VECTORS_PER_CODE * self.size}): "
+                      "many codes start as duplicates; initialise with ResidualVQ.init_ on more data first")
     with _no_autocast(z):
         c = torch.zeros_like(self.embed, dtype=torch.float32); counts = torch.zeros(self.size, device=z.device)
         if not _distributed() or dist.get_rank() == 0:
@@ -273,16 +285,17 @@ def update_(self: Codebook, z: Tensor, # (N, d) float32 vectors
 @patch
 @torch.no_grad()
 def replace_dead_(self: Codebook, z: Tensor) -> int: # (N, d) vectors of the current batch
-    "Move dead codes onto random vectors of `z`; returns how many were replaced."
-    dead = self.cluster_size < self.dead_code_threshold
-    n = int(dead.sum())
+    "Move codes used less than `dead_code_threshold` × the mean onto distinct vectors of `z`; returns how many."
+    mean = self.cluster_size.mean()
+    dead = (self.cluster_size < self.dead_code_threshold * mean).nonzero().squeeze(1)
+    n = min(len(dead), len(z))
     if n == 0: return 0
-    idx = torch.randperm(len(z), device=z.device)[:n] if len(z) >= n else torch.randint(len(z), (n,), device=z.device)
-    new = z[idx].float()
+    dead = dead[self.cluster_size[dead].argsort()[:n]]  # the least used first
+    new = z[torch.randperm(len(z), device=z.device)[:n]].float()  # without replacement: no duplicates
     if self.cosine: new = F.normalize(new, dim=-1)
     self.embed.data[dead] = new.to(self.embed.dtype)
-    self.cluster_size[dead] = self.dead_code_threshold
-    if self.ema: self.embed_avg[dead] = new * self.dead_code_threshold
+    self.cluster_size[dead] = mean
+    if self.ema: self.embed_avg[dead] = new * mean
     _broadcast_(self.embed.data, self.cluster_size, *([self.embed_avg] if self.ema else []))
     return n
 
@@ -292,6 +305,7 @@ class QuantizerStats:
     "Per-stage statistics of a quantizer forward pass."
     error: Tensor # (n_q,) mean ‖z − z_q‖² per vector, in codebook space
     usage: CodebookUsage # per-stage usage of this batch
+    replaced: Tensor # (n_q,) dead codes replaced in this step (0 outside training)
 
 @dataclass
 class QuantizerOutput:
@@ -314,9 +328,9 @@ class VectorQuantizer(nn.Module):
                  ema: bool=True, # codebook learned by EMA; False: by a codebook loss
                  decay: float=0.99, # EMA decay
                  eps: float=1e-5, # Laplace smoothing of EMA cluster sizes
-                 kmeans_init: bool=True, # initialise codes by k-means on the first training batch
+                 kmeans_init: bool=True, # initialise codes by k-means (`ResidualVQ.init_`, else on the first training batch)
                  kmeans_iters: int=10, # k-means iterations
-                 dead_code_threshold: float=2.0, # replace codes whose EMA cluster size falls below; 0: never
+                 dead_code_threshold: float=0.1, # replace codes used less than this fraction of the mean; 0: never
                  commitment_weight: float=0.25, # weight of the commitment loss
                 ):
         super().__init__()
@@ -360,19 +374,20 @@ def _quantize(self: VectorQuantizer, x: Tensor): # (N, dim)
     losses = {"commitment": self.commitment_weight * mse}
     if not book.ema: losses["codebook"] = F.mse_loss(zq, z.detach())
     counts = torch.bincount(codes, minlength=book.size)
+    replaced = 0
     if self.training:
         book.update_(z.detach(), codes, counts)
-        if book.dead_code_threshold > 0: book.replace_dead_(z.detach())
+        if book.dead_code_threshold > 0: replaced = book.replace_dead_(z.detach())
     out = self._out(_ESTIMATORS[self.grad](z, zq.detach()), x.dtype)
-    return out, codes, losses, counts, mse.detach() * z.shape[-1]
+    return out, codes, losses, counts, mse.detach() * z.shape[-1], replaced
 
 @patch
 def forward(self: VectorQuantizer, x: Tensor) -> QuantizerOutput: # (..., dim)
     "Quantize `x`; in training mode also learn the codebook."
     self._check(x)
-    out, codes, losses, counts, err = self._quantize(x.reshape(-1, self.dim))
+    out, codes, losses, counts, err, replaced = self._quantize(x.reshape(-1, self.dim))
     return QuantizerOutput(out.view(x.shape), codes.view(x.shape[:-1]), losses,
-                           QuantizerStats(err[None], usage_from_counts(counts[None])))
+                           QuantizerStats(err[None], usage_from_counts(counts[None]), torch.tensor([replaced])))
 
 # %% ../nbs/00_quantize.ipynb #ed0a5a1a
 @patch
@@ -430,13 +445,13 @@ def _stage(self: ResidualVQ, stage: VectorQuantizer, r: Tensor, keep: Tensor|Non
     idx = None if keep is None else keep.nonzero().squeeze(1)
     sub = r if idx is None else r[idx]
     if len(sub) == 0: # no sample uses this stage
-        return torch.zeros_like(r), r.new_full((B, T), -1, dtype=torch.long), {}, torch.zeros(self.codebook_size, dtype=torch.long, device=r.device), r.new_tensor(float("nan"))
-    out, codes, losses, counts, err = stage._quantize(sub.reshape(-1, D))
+        return torch.zeros_like(r), r.new_full((B, T), -1, dtype=torch.long), {}, torch.zeros(self.codebook_size, dtype=torch.long, device=r.device), r.new_tensor(float("nan")), 0
+    out, codes, losses, counts, err, replaced = stage._quantize(sub.reshape(-1, D))
     out, codes = out.view(len(sub), T, D), codes.view(len(sub), T)
     if idx is not None:
         out = torch.zeros(r.shape, dtype=out.dtype, device=r.device).index_copy(0, idx, out)
         codes = r.new_full((B, T), -1, dtype=torch.long).index_copy(0, idx, codes)
-    return out, codes, losses, counts, err
+    return out, codes, losses, counts, err, replaced
 
 # %% ../nbs/00_quantize.ipynb #248af319
 @patch
@@ -447,14 +462,14 @@ def forward(self: ResidualVQ, x: Tensor, # (B, dim, T)
     n_q = self._check(x, n_q)
     r = x.transpose(1, 2)  # (B, T, dim)
     active = self._active(x.shape[0], n_q, x.device)
-    quantized, codes, errs, counts, losses = 0, [], [], [], {}
+    quantized, codes, errs, counts, replaced, losses = 0, [], [], [], [], {}
     for i, stage in enumerate(self.stages[:n_q]):
-        out, c, l, cnt, err = self._stage(stage, r, None if active is None else active > i)
+        out, c, l, cnt, err, n = self._stage(stage, r, None if active is None else active > i)
         r = r - out  # not detached: the telescoping sum keeps the encoder's gradient full-rank and bounded
         quantized = quantized + out
-        codes.append(c); errs.append(err); counts.append(cnt)
+        codes.append(c); errs.append(err); counts.append(cnt); replaced.append(n)
         for k, v in l.items(): losses[k] = losses.get(k, 0) + v
-    stats = QuantizerStats(torch.stack(errs), usage_from_counts(torch.stack(counts)))
+    stats = QuantizerStats(torch.stack(errs), usage_from_counts(torch.stack(counts)), torch.tensor(replaced))
     return QuantizerOutput(quantized.transpose(1, 2), torch.stack(codes, 1), losses, stats)  # (B, dim, T), (B, n_q, T)
 
 # %% ../nbs/00_quantize.ipynb #a11c8d85
@@ -478,3 +493,24 @@ def decode(self: ResidualVQ, codes: Tensor, dtype=torch.float32) -> Tensor: # (B
     out = 0
     for i in range(codes.shape[1]): out = out + self.stages[i].decode(codes[:, i], dtype)
     return out.transpose(1, 2)
+
+# %% ../nbs/00_quantize.ipynb #c24e682a
+@patch(as_prop=True)
+def init_vectors(self: ResidualVQ) -> int:
+    "How many vectors `init_` wants."
+    return KMEANS_VECTORS_PER_CODE * self.codebook_size
+
+@patch(as_prop=True)
+def initted(self: ResidualVQ) -> bool:
+    "Whether every stage has its k-means initialisation (or needs none)."
+    return all(bool(s.codebook.initted) for s in self.stages)
+
+@patch
+@torch.no_grad()
+def init_(self: ResidualVQ, x: Tensor): # (B, dim, T) with B·T ≥ `init_vectors`
+    "k-means-initialise every stage on the residual that the stages before it leave."
+    r = x.transpose(1, 2).reshape(-1, self.dim)  # (N, dim)
+    for stage in self.stages:
+        z = stage._project(r)  # (N, d)
+        stage.codebook.init_(z)
+        r = r - stage.decode(stage.codebook.lookup(z), r.dtype)

@@ -31,7 +31,8 @@ from .evaluate import reconstruct_fn, supported_n_q, _underscores_to_dashes
 __all__ = ['DataConfig', 'OptimConfig', 'TrainConfig', 'config_from_dict', 'config_to_dict', 'config_path', 'load_config',
            'save_config', 'atomic_write_bytes', 'override', 'lr_factor', 'StepSampler', 'Dist', 'setup_dist',
            'seed_everything', 'rng_state', 'set_rng_state', 'save_checkpoint', 'find_checkpoint', 'config_mismatch',
-           'load_checkpoint', 'export_model', 'EpochCrops', 'Trainer', 'NonFiniteLoss', 'TrainSummary', 'train', 'main']
+           'load_checkpoint', 'export_model', 'EpochCrops', 'decay_groups', 'Trainer', 'NonFiniteLoss', 'TrainSummary',
+           'train', 'main']
 
 # %% ../nbs/06_train.ipynb #f9aaf083
 @dataclass
@@ -328,6 +329,16 @@ class EpochCrops(torch.utils.data.Dataset):
         self.ds.set_epoch(epoch)
         return self.ds[i]
 
+# %% ../nbs/06_train.ipynb #c45abf34
+def decay_groups(model:nn.Module, # the codec
+                 weight_decay:float, # AdamW weight decay of the matrices and kernels
+                ) -> list[dict]: # AdamW parameter groups
+    "Parameter groups: decay for weights of 2 or more dims outside the quantizer, none for the rest."
+    decay, keep = [], []
+    for name, p in model.named_parameters():
+        (decay if p.ndim >= 2 and not name.startswith("quantizer.") else keep).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": keep, "weight_decay": 0.0}]
+
 # %% ../nbs/06_train.ipynb #a36a87dc
 class Trainer:
     "One process of a training run: models, optimisers, data, checkpoints and logs."
@@ -336,6 +347,7 @@ class Trainer:
                  resume:bool=False, # continue from the newest checkpoint in `cfg.out_dir`
                  quiet:bool=False, # no progress bar or prints (tests)
                 ):
+        self._cpu0, self.cpu_base = time.process_time(), 0.0  # CPU seconds of this process, and of the calls before a resume
         self.cfg, self.dist, self.quiet = cfg, setup_dist(device), quiet
         self.out = Path(cfg.out_dir); self.device = torch.device(self.dist.device)
         seed_everything(cfg.seed)
@@ -343,7 +355,7 @@ class Trainer:
         self.discs = cfg.loss.build_discriminator().to(self.device)
         self.loss_fn = CodecLoss(cfg.loss, cfg.codec.sample_rate).to(self.device)
         o = cfg.optim
-        self.g_opt = torch.optim.AdamW(self.model.parameters(), o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        self.g_opt = torch.optim.AdamW(decay_groups(self.model, o.weight_decay), o.lr, betas=tuple(o.betas))
         self.d_opt = torch.optim.AdamW(self.discs.parameters(), o.disc_lr or o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
         sched = lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, o, cfg.steps))
         self.g_sched, self.d_sched = sched(self.g_opt), sched(self.d_opt)
@@ -354,7 +366,7 @@ class Trainer:
         self.last_val, self.tb, self.bar = {}, None, None
         self._saved_step = self._val_step = None  # kept on every rank: collectives must not depend on the rank
         self.train_ds = self._dataset()
-        if resume: self.resume()
+        if not (resume and self.resume()) and not self.model.quantizer.initted: self._init_codebooks()
         if self.dist.ddp: self._wrap_ddp()
 
 # %% ../nbs/06_train.ipynb #fcfbd229
@@ -377,6 +389,17 @@ def loader(self:Trainer) -> torch.utils.data.DataLoader:
                                        persistent_workers=d.num_workers > 0, generator=torch.Generator())
 
 @patch
+def _init_codebooks(self:Trainer):
+    "k-means-initialise the codebooks on the batches of the first steps, before step 0 of a fresh run."
+    d, q = self.cfg.data, self.model.quantizer
+    n = math.ceil(q.init_vectors / (d.batch_size * math.ceil(d.segment / self.cfg.codec.hop_length)))
+    sampler = StepSampler(len(self.train_ds), d.batch_size, self.cfg.seed, 0, self.dist.rank, self.dist.world_size)
+    crops = EpochCrops(self.train_ds)
+    x = torch.cat([collate([crops[k] for k in sampler.batch(s)]) for s in range(n)])  # (n·B, 1, T)
+    with torch.no_grad(): q.init_(torch.cat([self.model.encoder(b.to(self.device)) for b in x.split(64)]))
+    self._print(f"codebooks initialised by k-means on {len(x)} crops ({q.init_vectors} vectors wanted per stage)")
+
+@patch
 def _wrap_ddp(self:Trainer):
     "Wrap generator and discriminators for DDP (after any resume, so rank 0's loaded weights are broadcast)."
     ids = [self.device.index] if self.device.type == "cuda" else None
@@ -391,7 +414,13 @@ def state(self:Trainer) -> dict:
     return {"step": self.step, "g_opt": self.g_opt.state_dict(), "d_opt": self.d_opt.state_dict(),
             "g_sched": self.g_sched.state_dict(), "d_sched": self.d_sched.state_dict(),
             "nonfinite_run": self.nonfinite_run, "nonfinite_total": self.nonfinite_total, "rng": rng_state(),
+            "cpu_seconds": self.cpu_seconds(),
             "data": {"seed": self.cfg.seed, "batch_size": self.cfg.data.batch_size, "world_size": self.dist.world_size}}
+
+@patch
+def cpu_seconds(self:Trainer) -> float:
+    "CPU time this run has used in its training process, over all resumed calls."
+    return self.cpu_base + time.process_time() - self._cpu0
 
 @patch
 def save(self:Trainer) -> Path|None:
@@ -415,6 +444,7 @@ def resume(self:Trainer) -> bool:
     self.g_opt.load_state_dict(s["g_opt"]); self.d_opt.load_state_dict(s["d_opt"])
     self.g_sched.load_state_dict(s["g_sched"]); self.d_sched.load_state_dict(s["d_sched"])
     self.step, self.nonfinite_run, self.nonfinite_total = s["step"], s["nonfinite_run"], s["nonfinite_total"]
+    self.cpu_base, self._cpu0 = s.get("cpu_seconds", 0.0), time.process_time()
     set_rng_state(s["rng"])
     if (s["data"]["batch_size"], s["data"]["world_size"]) != (self.cfg.data.batch_size, self.dist.world_size):
         self._print(f"warning: resuming with batch {self.cfg.data.batch_size} x {self.dist.world_size} processes, "
@@ -539,6 +569,7 @@ def train_step(self:Trainer, x:torch.Tensor) -> dict: # x: (B, 1, T) batch
     with warnings.catch_warnings():  # D's schedule advances from step 0 even before D's first update
         warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
         self.g_sched.step(); self.d_sched.step()
+    rec |= {f"replaced_q{i}": n for i, n in enumerate(out.stats.replaced.tolist(), 1)} | {"replaced": int(out.stats.replaced.sum())}
     return rec | loss.parts | {"total": float(total.detach()), "finite": ok and g_ok}
 
 # %% ../nbs/06_train.ipynb #84cd3b95
@@ -552,7 +583,7 @@ class TrainSummary:
     step: int  # step it stopped at
     seconds: float  # wall-clock time of the loop
     steps_per_s: float  # training steps per second, validation and checkpoints excluded
-    stop_reason: str  # "done", "SIGINT", "SIGTERM", "max_minutes" or "stop_at"
+    stop_reason: str  # "done", "SIGINT", "SIGTERM", "max_minutes", "max_cpu_minutes" or "stop_at"
     nonfinite_total: int  # skipped steps
     checkpoint: str|None  # checkpoint written at exit
     val: dict  # last validation numbers
@@ -578,11 +609,12 @@ def _restore_signals(self:Trainer):
     for s, h in self._old_handlers.items(): signal.signal(s, h)
 
 @patch
-def _should_stop(self:Trainer, deadline:float|None) -> str|None:
+def _should_stop(self:Trainer, deadline:float|None, max_cpu_minutes:float|None=None) -> str|None:
     "The agreed reason to stop after this step, if any."
     reason = self._stop or ("max_minutes" if deadline and time.time() > deadline else None)
+    if not reason and max_cpu_minutes and self.cpu_seconds() > 60*max_cpu_minutes: reason = "max_cpu_minutes"
     if not self.dist.ddp: return reason
-    codes = ["SIGINT", "SIGTERM", "max_minutes"]
+    codes = ["SIGINT", "SIGTERM", "max_minutes", "max_cpu_minutes"]
     flag = torch.tensor(float(codes.index(reason)+1 if reason else 0), device=self.device)
     dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return codes[int(flag)-1] if flag > 0 else None
@@ -602,17 +634,21 @@ def _log_train(self:Trainer, window:list, seconds:float):
     "Log the mean losses of the last `window` steps."
     keys = [k for k in window[-1] if k != "finite"]
     means = {f"train/{k}": float(np.nanmean([r.get(k, float("nan")) for r in window])) for k in keys}
-    rec = means | {"lr": self.g_sched.get_last_lr()[0], "steps_per_s": len(window)/max(seconds, 1e-9), "nonfinite_total": self.nonfinite_total}
+    rec = means | {"lr": self.g_sched.get_last_lr()[0], "steps_per_s": len(window)/max(seconds, 1e-9), "nonfinite_total": self.nonfinite_total,
+                   "cpu_hours": self.cpu_seconds()/3600}
     if self.device.type == "cuda": rec["gpu_mem_gib"] = torch.cuda.max_memory_allocated(self.device)/2**30
     self._log({"event": "train"} | rec, tb=True)
-    if self.bar is not None: self.bar.set_postfix(loss=f"{means['train/total']:.3f}", mel=f"{means.get('train/mel', float('nan')):.3f}")
+    if self.bar is not None: self.bar.set_postfix(loss=f"{means['train/total']:.3f}", mel=f"{means.get('train/mel', float('nan')):.3f}",
+                                                  replaced=f"{means.get('train/replaced', 0):.1f}")
     if self.bar is not None and not sys.stderr.isatty() and not self.quiet:  # background runs get plain log lines
-        self._print(f"step {self.step}: " + ", ".join(f"{k[6:]} {v:.4g}" for k, v in means.items()) + f", {rec['steps_per_s']:.2f} steps/s")
+        shown = {k[6:]: v for k, v in means.items() if not k.startswith("train/replaced_q")}
+        self._print(f"step {self.step}: " + ", ".join(f"{k} {v:.4g}" for k, v in shown.items()) + f", {rec['steps_per_s']:.2f} steps/s")
 
 # %% ../nbs/06_train.ipynb #b9982457
 @patch
 def fit(self:Trainer, max_minutes:float|None=None, # stop (with a checkpoint) after this much wall-clock time
         stop_at:int|None=None, # stop (with a checkpoint) at this step, as if interrupted there
+        max_cpu_minutes:float|None=None, # stop (with a checkpoint) once the run has used this much CPU time in all
        ) -> TrainSummary:
     "Train to `cfg.steps` (or a stop request, or the time budget); checkpoint at exit."
     cfg, t0 = self.cfg, time.time()
@@ -642,7 +678,7 @@ def fit(self:Trainer, max_minutes:float|None=None, # stop (with a checkpoint) af
             if cfg.val_every and self.step % cfg.val_every == 0 and self.step < cfg.steps: self._validate_all()
             if cfg.ckpt_every and self.step % cfg.ckpt_every == 0: ckpt = self.save()
             if stop_at is not None and self.step >= stop_at: reason = "stop_at"; break
-            if reason := self._should_stop(deadline): break
+            if reason := self._should_stop(deadline, max_cpu_minutes): break
         else: reason = "done"
         if reason == "done" and self._val_step != self.step: self._validate_all()
         if self._saved_step != self.step: ckpt = self.save()
@@ -673,6 +709,7 @@ def train(config:str, # config JSON, bundled config name (tiny, small, base) or 
           out:str=None, # run folder (default: the config's out_dir)
           resume:bool=False, # continue from the newest checkpoint in the run folder
           max_minutes:float=None, # stop, with a checkpoint, after this many minutes
+          max_cpu_minutes:float=None, # stop, with a checkpoint, once the run has used this many CPU minutes in all
           device:str=None, # "cuda" or "cpu" (default: cuda when available)
           steps:int=None, # total optimiser steps
           batch_size:int=None, # clips per process and step
@@ -706,7 +743,7 @@ def train(config:str, # config JSON, bundled config name (tiny, small, base) or 
         local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         torch.set_num_threads(threads or max(1, (os.cpu_count() or 1)//local))
     trainer = Trainer(cfg, device, resume, quiet)
-    try: return trainer.fit(max_minutes)
+    try: return trainer.fit(max_minutes, max_cpu_minutes=max_cpu_minutes)
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
 
