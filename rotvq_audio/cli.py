@@ -13,10 +13,10 @@ import numpy as np
 import soundfile as sf
 import torch
 from tqdm.auto import tqdm
-from .codec import _atomic_write
+from .codec import _atomic_write, bundled_model_dir
 from .data import AudioError, AUDIO_EXTS, load_audio
 from .metrics import pesq_wb, stoi, codebook_metrics
-from .tokenizer import Codec, Tokens, save_tokens, load_tokens, bundled_model_dir
+from .tokenizer import Codec, Tokens, save_tokens, load_tokens
 
 # %% auto #0
 __all__ = ['load_codec', 'write_wav', 'encode_file', 'decode_file', 'map_folder', 'describe_tokens', 'demo_clip', 'round_trip',

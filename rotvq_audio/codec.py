@@ -7,6 +7,7 @@ Docs: https://rotvq.github.io/rotvq-audio/codec.html.md"""
 # %% ../nbs/04_codec.ipynb #2606550e
 from __future__ import annotations
 import json, os, tempfile, math
+from importlib import resources
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 import torch
@@ -18,7 +19,7 @@ from .modules import PaddedConv1d, ChannelLayerNorm, ConvNeXtStack, Resample, ST
 from .quantize import ResidualVQ, QuantizerStats
 
 # %% auto #0
-__all__ = ['CONFIG_NAME', 'WEIGHTS_NAME', 'CodecConfig', 'Encoder', 'Decoder', 'CodecModel', 'CodecOutput']
+__all__ = ['CONFIG_NAME', 'WEIGHTS_NAME', 'CodecConfig', 'Encoder', 'Decoder', 'CodecModel', 'CodecOutput', 'bundled_model_dir']
 
 # %% ../nbs/04_codec.ipynb #bbbd5f8e
 @dataclass
@@ -289,3 +290,8 @@ def from_pretrained(cls: CodecModel, path, # folder with config.json and model.s
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"could not parse {cfg_path}: {e}") from e
     model = cls(CodecConfig.from_dict(d, str(cfg_path)))
     return model.load_weights(path / WEIGHTS_NAME).to(map_location).eval()
+
+# %% ../nbs/04_codec.ipynb #453aba1f
+def bundled_model_dir() -> Path:
+    "Folder of the default model shipped inside the package."
+    return Path(str(resources.files("rotvq_audio") / "pretrained" / "default"))

@@ -16,16 +16,11 @@ import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
 from fastcore.basics import patch
-from .codec import CodecModel, CodecConfig, CONFIG_NAME, WEIGHTS_NAME, _atomic_write
+from .codec import CodecModel, CodecConfig, CONFIG_NAME, WEIGHTS_NAME, _atomic_write, bundled_model_dir
 
 # %% auto #0
-__all__ = ['PAD_CODE', 'FORMAT_VERSION', 'bundled_model_dir', 'weights_hash', 'Context', 'receptive_field', 'Codec', 'as_clips',
-           'CodecStream', 'Tokens', 'save_tokens', 'load_tokens']
-
-# %% ../nbs/08_tokenizer.ipynb #02c6b4ed
-def bundled_model_dir() -> Path:
-    "Folder of the default model shipped inside the package."
-    return Path(str(resources.files("rotvq_audio") / "pretrained" / "default"))
+__all__ = ['PAD_CODE', 'FORMAT_VERSION', 'weights_hash', 'Context', 'receptive_field', 'Codec', 'as_clips', 'CodecStream',
+           'Tokens', 'save_tokens', 'load_tokens']
 
 # %% ../nbs/08_tokenizer.ipynb #c1673360
 def weights_hash(model: torch.nn.Module) -> str:

@@ -21,18 +21,18 @@ from fastcore.basics import patch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from .codec import CodecConfig, CodecModel
+from .codec import CodecConfig, CodecModel, CONFIG_NAME, WEIGHTS_NAME, bundled_model_dir
 from .losses import LossConfig, CodecLoss, discriminator_loss, plot_spectrograms
 from .data import SpeechDataset, speech_split, collate, load_audio
 from .metrics import evaluate
-from .evaluate import reconstruct_fn, supported_n_q, _underscores_to_dashes
+from .evaluate import reconstruct_fn, supported_n_q, model_dir, _underscores_to_dashes
 
 # %% auto #0
-__all__ = ['DataConfig', 'OptimConfig', 'TrainConfig', 'config_from_dict', 'config_to_dict', 'config_path', 'load_config',
-           'save_config', 'atomic_write_bytes', 'override', 'lr_factor', 'StepSampler', 'Dist', 'setup_dist',
-           'seed_everything', 'rng_state', 'set_rng_state', 'save_checkpoint', 'find_checkpoint', 'config_mismatch',
-           'load_checkpoint', 'export_model', 'EpochCrops', 'decay_groups', 'Trainer', 'NonFiniteLoss', 'TrainSummary',
-           'train', 'main']
+__all__ = ['DISCRIMINATORS_NAME', 'DataConfig', 'OptimConfig', 'TrainConfig', 'config_from_dict', 'config_to_dict', 'config_path',
+           'load_config', 'save_config', 'atomic_write_bytes', 'override', 'lr_factor', 'StepSampler', 'Dist',
+           'setup_dist', 'seed_everything', 'rng_state', 'set_rng_state', 'save_checkpoint', 'find_checkpoint',
+           'config_mismatch', 'load_checkpoint', 'export_model', 'EpochCrops', 'decay_groups', 'Trainer',
+           'NonFiniteLoss', 'TrainSummary', 'train', 'main', 'init_dir', 'load_init']
 
 # %% ../nbs/06_train.ipynb #f9aaf083
 @dataclass
@@ -228,6 +228,8 @@ def set_rng_state(s:dict) -> None:
     if "cuda" in s and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s["cuda"])
 
 # %% ../nbs/06_train.ipynb #cb55d259
+DISCRIMINATORS_NAME = "discriminators.safetensors"  # beside the generator in checkpoints and model folders
+
 def _unwrap(m): return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
 
 def _fsync(*paths):
@@ -258,7 +260,7 @@ def save_checkpoint(run_dir, # run folder; checkpoints go to `run_dir/ckpt`
         tmp = root/f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir()
         _unwrap(model).save_pretrained(tmp/"generator")
-        st.save_model(_unwrap(discs), str(tmp/"discriminators.safetensors"))
+        st.save_model(_unwrap(discs), str(tmp/DISCRIMINATORS_NAME))
         torch.save(state, tmp/"state.pt")
         save_config(cfg, tmp/"train_config.json")
         _fsync(*tmp.rglob("*"), tmp); _save_hook(step)
@@ -306,15 +308,16 @@ def load_checkpoint(ckpt:Path, # a checkpoint folder (from `find_checkpoint`)
         raise ValueError(f"checkpoint {ckpt} does not match the config: its model/loss were configured differently in "
                          f"{len(diff)} field(s) (checkpoint -> config): " + "; ".join(diff[:8]) + (" ..." if len(diff) > 8 else ""))
     missing, unexpected = st.load_model(_unwrap(model), str(ckpt/"generator"/"model.safetensors"), strict=True)
-    st.load_model(_unwrap(discs), str(ckpt/"discriminators.safetensors"), strict=True)
+    st.load_model(_unwrap(discs), str(ckpt/DISCRIMINATORS_NAME), strict=True)
     return torch.load(ckpt/"state.pt", weights_only=True, map_location="cpu")
 
 # %% ../nbs/06_train.ipynb #941ab14b
 def export_model(ckpt:Path, run_dir) -> Path:
-    "Refresh `run_dir/model` from the generator of checkpoint `ckpt`."
+    "Refresh `run_dir/model` from the generator and discriminators of checkpoint `ckpt`."
     dst = Path(run_dir)/"model"; tmp, old = dst.with_name(".model.tmp"), dst.with_name(".model.old")
     for d in (tmp, old): shutil.rmtree(d, ignore_errors=True)
     shutil.copytree(Path(ckpt)/"generator", tmp)
+    shutil.copy2(Path(ckpt)/DISCRIMINATORS_NAME, tmp/DISCRIMINATORS_NAME)
     if dst.exists(): os.replace(dst, old)
     os.replace(tmp, dst); shutil.rmtree(old, ignore_errors=True)
     return dst
@@ -346,6 +349,7 @@ class Trainer:
                  device:str|None=None, # "cuda", "cpu" or None (CUDA when available)
                  resume:bool=False, # continue from the newest checkpoint in `cfg.out_dir`
                  quiet:bool=False, # no progress bar or prints (tests)
+                 init:str|None=None, # fine-tune a fresh run from this model folder (see `init_dir`)
                 ):
         self._cpu0, self.cpu_base = time.process_time(), 0.0  # CPU seconds of this process, and of the calls before a resume
         self.cfg, self.dist, self.quiet = cfg, setup_dist(device), quiet
@@ -366,7 +370,9 @@ class Trainer:
         self.last_val, self.tb, self.bar = {}, None, None
         self._saved_step = self._val_step = None  # kept on every rank: collectives must not depend on the rank
         self.train_ds = self._dataset()
-        if not (resume and self.resume()) and not self.model.quantizer.initted: self._init_codebooks()
+        if not (resume and self.resume()):
+            if init is not None: self._load_init(init_dir(init))
+            if not self.model.quantizer.initted: self._init_codebooks()
         if self.dist.ddp: self._wrap_ddp()
 
 # %% ../nbs/06_train.ipynb #fcfbd229
@@ -398,6 +404,16 @@ def _init_codebooks(self:Trainer):
     x = torch.cat([collate([crops[k] for k in sampler.batch(s)]) for s in range(n)])  # (n·B, 1, T)
     with torch.no_grad(): q.init_(torch.cat([self.model.encoder(b.to(self.device)) for b in x.split(64)]))
     self._print(f"codebooks initialised by k-means on {len(x)} crops ({q.init_vectors} vectors wanted per stage)")
+
+@patch
+def _load_init(self:Trainer, folder:Path):
+    "Start from the pretrained model in `folder` (every rank loads the same files)."
+    saved = CodecConfig.from_dict(json.loads((folder/CONFIG_NAME).read_text()), str(folder/CONFIG_NAME))
+    if diff := saved.diff(self.cfg.codec):
+        raise ValueError(f"--init {folder}: its codec config differs from the run's in " +
+                         ", ".join(f"{k} ({a!r} there, {b!r} here)" for k, (a, b) in diff.items()))
+    found = load_init(folder, self.model, self.discs)
+    self._print(f"initialised from {folder}" + ("" if found else f" (no {DISCRIMINATORS_NAME} there: the discriminators start from scratch)"))
 
 @patch
 def _wrap_ddp(self:Trainer):
@@ -708,6 +724,7 @@ _FLAGS = ("steps", "batch_size", "segment", "lr", "num_workers", "seed", "log_ev
 def train(config:str, # config JSON, bundled config name (tiny, small, base) or run folder
           out:str=None, # run folder (default: the config's out_dir)
           resume:bool=False, # continue from the newest checkpoint in the run folder
+          init:str=None, # fine-tune from a pretrained model: "default" (bundled), a model folder or a run folder
           max_minutes:float=None, # stop, with a checkpoint, after this many minutes
           max_cpu_minutes:float=None, # stop, with a checkpoint, once the run has used this many CPU minutes in all
           device:str=None, # "cuda" or "cpu" (default: cuda when available)
@@ -739,10 +756,13 @@ def train(config:str, # config JSON, bundled config name (tiny, small, base) or 
     for k, v in overrides.items(): cfg = override(cfg, k, v)
     if no_bf16: cfg = override(cfg, "bf16", False)
     if out: cfg = override(cfg, "out_dir", str(out))
+    if init is not None:  # the pretrained model fixes the architecture
+        f = init_dir(init)/CONFIG_NAME
+        cfg.codec = CodecConfig.from_dict(json.loads(f.read_text()), str(f))
     if not torch.cuda.is_available() or device == "cpu":
         local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         torch.set_num_threads(threads or max(1, (os.cpu_count() or 1)//local))
-    trainer = Trainer(cfg, device, resume, quiet)
+    trainer = Trainer(cfg, device, resume, quiet, init)
     try: return trainer.fit(max_minutes, max_cpu_minutes=max_cpu_minutes)
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
@@ -758,7 +778,8 @@ def main(argv:list|None=None) -> int:
     try: extra = _flag_pairs(rest)
     except ValueError as e: p.error(str(e))
     try: train(**args, **extra)
-    except NonFiniteLoss as e: print(f"rotvq-train: {e}", file=sys.stderr); return 2
+    except (NonFiniteLoss, ValueError, FileNotFoundError) as e:  # bad input or a run that cannot go on: one line, exit 2
+        print(f"rotvq-train: {str(e).splitlines()[0] if not isinstance(e, NonFiniteLoss) else e}", file=sys.stderr); return 2
     return 0
 
 def _flag_pairs(rest:list) -> dict:
@@ -776,3 +797,21 @@ def _flag_pairs(rest:list) -> dict:
 
 # `__file__` is unset inside notebooks, whose `__name__` is also "__main__"
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())
+
+# %% ../nbs/06_train.ipynb #d3b1081d
+def init_dir(init:str) -> Path:
+    "The model folder that `--init` names: `default` (the bundled model), a model folder or a run folder."
+    return bundled_model_dir() if init == "default" else model_dir(init)
+
+def load_init(folder:Path, # a model folder from `init_dir`
+              model:nn.Module, # the codec, configured as `folder/config.json`
+              discs:nn.Module, # the discriminators of the run
+             ) -> bool: # whether discriminator weights were found and loaded
+    "Load a pretrained generator and, when saved beside it, its discriminators."
+    _unwrap(model).load_weights(folder/WEIGHTS_NAME)
+    if not (folder/DISCRIMINATORS_NAME).is_file(): return False
+    try: st.load_model(_unwrap(discs), str(folder/DISCRIMINATORS_NAME), strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"the discriminators in {folder/DISCRIMINATORS_NAME} do not fit this run's loss config "
+                         f"(mpd_periods, mpd_channels, mrd_resolutions, mrd_channels): {str(e).splitlines()[0]}") from None
+    return True

@@ -175,3 +175,50 @@ def test_validation_logs_metrics_audio_and_spectrograms(tmp_path):
     tags = ea.Tags()
     assert "val/reference" in tags["audio"] and "val_6kbps/reconstruction" in tags["audio"]
     assert "val_1.5kbps/spectrogram" in tags["images"] and "val_3kbps/pesq_wb" in tags["scalars"]
+
+
+def test_codebooks_start_from_kmeans_and_churn_is_logged(tmp_path):
+    from rotvq_audio.quantize import duplicate_codes
+    tr = Trainer(tiny(tmp_path, steps=6, log_every=3), quiet=True)
+    q = tr.model.quantizer
+    assert q.initted  # before the first step, on 10 vectors per code from the first steps' batches
+    assert max(duplicate_codes(s.codebook.embed) for s in q.stages) < 0.01 * q.codebook_size
+    tr.fit()
+    train = [r for r in map(json.loads, (tmp_path/"run"/"log.jsonl").read_text().splitlines()) if r["event"] == "train"]
+    assert len(train) == 2 and all(f"train/replaced_q{i}" in r for r in train for i in range(1, q.n_q + 1))
+    assert train[-1]["train/replaced"] == pytest.approx(sum(train[-1][f"train/replaced_q{i}"] for i in range(1, q.n_q + 1)))
+    assert 0 < train[0]["cpu_hours"] < train[1]["cpu_hours"]
+
+
+def test_cpu_budget_stops_the_run_and_survives_resume(tmp_path):
+    cfg = tiny(tmp_path, steps=10_000, ckpt_every=0)
+    tr = Trainer(cfg, quiet=True)
+    budget = (tr.cpu_seconds() + 3) / 60  # three more CPU seconds
+    s = tr.fit(max_cpu_minutes=budget)
+    assert s.stop_reason == "max_cpu_minutes" and 0 < s.step < 10_000
+    again = Trainer(cfg, resume=True, quiet=True)
+    assert again.cpu_seconds() >= 60 * budget  # the budget counts the earlier calls
+    s2 = again.fit(max_cpu_minutes=budget)
+    assert (s2.stop_reason, s2.step) == ("max_cpu_minutes", s.step + 1)  # one step, then the spent budget stops it
+
+
+def test_finetune_from_the_bundled_model(tmp_path):
+    "`rotvq-train small --init default`: the bundled weights are the starting point, and its config the architecture."
+    from rotvq_audio.codec import CodecModel, bundled_model_dir
+    run = tmp_path/"ft"
+    rc = main(["small", "--init", "default", "--out", str(run), "--steps", "2", "--val_clips", "0", "--max_train_clips", "8",
+               "--num_workers", "0", "--threads", "1", "--quiet", "--ckpt_every", "1"])
+    assert rc == 0
+    first = st.load_file(str(run/"ckpt"/"step-0000001"/"generator"/"model.safetensors"))
+    bundled = st.load_file(str(bundled_model_dir()/"model.safetensors"))
+    assert first.keys() == bundled.keys()
+    moved = [k for k in bundled if not torch.equal(first[k], bundled[k])]
+    weights = [k for k in moved if ".codebook." not in k]  # the EMA codebooks move by their own rule
+    assert weights and max(float((first[k] - bundled[k]).abs().max()) for k in weights) < 1e-3  # one warm-up step away
+    assert json.loads((run/"train_config.json").read_text())["codec"] == json.loads((bundled_model_dir()/"config.json").read_text())
+
+
+def test_init_errors_are_one_line(tmp_path, capsys):
+    assert main(["tiny", "--init", str(tmp_path/"nowhere"), "--out", str(tmp_path/"x"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("rotvq-train: ") and "nowhere" in err and len(err.splitlines()) == 1

@@ -1,0 +1,125 @@
+"""The classic codecs as quality peers: Opus and Codec2 from Debian beside a rotvq model, same dev clips, same metrics.
+
+    .venv/bin/python bench/classic_codecs.py                      # the bundled model, all dev clips
+    .venv/bin/python bench/classic_codecs.py --model RUN_OR_MODEL --max_files 10 --out /tmp/peers
+
+Opus (opus-tools: `opusenc --bitrate B`, decoded by `opusdec --rate 16000`) works on the 16 kHz input directly;
+Codec2 (`c2enc`/`c2dec` at 3200 and 1600 bit/s) is narrowband, so sox resamples to 8 kHz and back. The measured
+kbps of a peer is the size of its coded file (Ogg framing included for Opus, the raw bit stream for Codec2) over the
+clip's duration; ours is the nominal rate (10 bits per stage per 50 Hz frame) with the entropy (effective) rate
+beside it. A peer's output is shifted back by its delay (the lag of the best cross-correlation, at most 50 ms,
+Codec2's is about 9 ms) so that STOI and SI-SDR judge the coding, not the latency. Every codec is scored by `rotvq_audio.metrics.evaluate` on the same clips: PESQ-WB/NB, STOI, SI-SDR,
+mel distance. Writes OUT/classic_codecs.json and .md (default bench/results/). `bash .ci/setup` installs the tools.
+"""
+import argparse, json, shutil, subprocess, sys, tempfile, time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from rotvq_audio.codec import CodecModel
+from rotvq_audio.evaluate import data_items, model_dir, reconstruct_fn, EVAL_METRICS
+from rotvq_audio.metrics import evaluate
+from rotvq_audio.tokenizer import Codec
+
+ROOT = Path(__file__).resolve().parents[1]
+SR = 16000
+TOOLS = {"opusenc": "opus-tools", "opusdec": "opus-tools", "c2enc": "codec2", "c2dec": "codec2", "sox": "sox"}
+
+
+def run(*cmd):
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    if r.returncode: raise RuntimeError(f"{cmd[0]} failed ({r.returncode}): {r.stderr.strip()[-300:]}")
+
+
+def delay(x, y, max_lag=800): # reference and decoded (T,) at 16 kHz -> samples by which y lags x
+    "The lag in [0, max_lag] that maximises the cross-correlation of `x` and `y`."
+    n = min(len(x), len(y)) - max_lag
+    if n <= 0: return 0
+    return int(np.argmax([np.dot(x[:n], y[k:k + n]) for k in range(max_lag + 1)]))
+
+
+class External:
+    "A command-line codec as a `metrics.evaluate` reconstruct function that counts the coded bytes and undoes its delay."
+    def __init__(self, name, encode_decode):
+        self.name, self.encode_decode, self.bits, self.seconds, self.lags = name, encode_decode, 0, 0.0, []
+
+    def __call__(self, audio): # (1, 1, T) at 16 kHz -> (1, 1, T')
+        x = audio.view(-1).numpy()
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d); sf.write(d / "in.wav", x, SR, subtype="PCM_16")
+            self.bits += self.encode_decode(d).stat().st_size * 8
+            y, sr = sf.read(d / "out.wav", dtype="float32")
+        assert sr == SR, sr
+        self.seconds += len(x) / SR
+        y = y.reshape(-1); lag = delay(x, y); self.lags.append(lag)
+        y = np.pad(y[lag:], (0, max(0, len(x) - len(y) + lag)))[:len(x)]  # aligned, same length as the input
+        return torch.from_numpy(np.ascontiguousarray(y))[None, None]
+
+    @property
+    def kbps(self): return self.bits / max(self.seconds, 1e-9) / 1000
+
+
+def opus(bitrate):
+    def f(d):
+        run("opusenc", "--quiet", "--bitrate", bitrate, d / "in.wav", d / "c.opus")
+        run("opusdec", "--quiet", "--rate", SR, d / "c.opus", d / "out.wav")
+        return d / "c.opus"
+    return External(f"Opus {bitrate} (opusenc --bitrate {bitrate})", f)
+
+
+def codec2(mode):
+    def f(d):
+        raw = ["-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1", "-r", "8000"]
+        run("sox", d / "in.wav", *raw, d / "in8k.raw")
+        run("c2enc", mode, d / "in8k.raw", d / "c.bit")
+        run("c2dec", mode, d / "c.bit", d / "out8k.raw")
+        run("sox", *raw, d / "out8k.raw", "-r", SR, "-b", "16", d / "out.wav")
+        return d / "c.bit"
+    return External(f"Codec2 {mode} (8 kHz via sox)", f)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=None, help="model folder or training run (default: the bundled model)")
+    p.add_argument("--data", default="dev")
+    p.add_argument("--max_files", type=int, default=None)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    a = p.parse_args()
+    if missing := sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None}):
+        sys.exit(f"classic_codecs.py: missing {', '.join(missing)}: run `bash .ci/setup` (or apt-get install {' '.join(missing)})")
+    torch.set_num_threads(1)
+    items = data_items(a.data, a.max_files)
+    model = (CodecModel.from_pretrained(model_dir(a.model)) if a.model else Codec.from_pretrained().model).eval()
+    rows, t0 = [], time.time()
+    for ext in (opus(6), opus(12), codec2("3200"), codec2("1600")):
+        r = evaluate(ext, items, SR, n_workers=a.workers, metrics=EVAL_METRICS, progress=False)
+        rows.append(dict(codec=ext.name, kbps=round(ext.kbps, 2), effective_kbps=None, means=r.means, failed=r.failed,
+                         median_delay_ms=float(np.median(ext.lags)) / SR * 1000))
+        print(f"{ext.name}: {ext.kbps:.2f} kbps, " + ", ".join(f"{k} {v:.3f}" for k, v in r.means.items()), flush=True)
+    for n_q in (3, 6, 12):
+        fn = reconstruct_fn(model, n_q)
+        r = evaluate(fn, items, SR, n_workers=a.workers, metrics=EVAL_METRICS, progress=False,
+                     codebook_size=model.codebook_size, frame_rate=model.frame_rate)
+        name = f"rotvq {a.model or 'bundled'} ({n_q} stages)"
+        rows.append(dict(codec=name, kbps=model.bitrate(n_q) / 1000, effective_kbps=round(r.codebook.effective_bitrate / 1000, 2),
+                         means=r.means, failed=r.failed))
+        print(f"{name}: {model.bitrate(n_q) / 1000:g} kbps, " + ", ".join(f"{k} {v:.3f}" for k, v in r.means.items()), flush=True)
+    rep = dict(data=a.data, n_files=len(items), model=a.model or "bundled", seconds=round(time.time() - t0, 1),
+               tools={t: subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True).stdout
+                      for t, pkg in (("opus-tools", "opus-tools"), ("libopus0", "libopus0"), ("codec2", "codec2"), ("sox", "sox"))},
+               rows=rows)
+    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+    (out / "classic_codecs.json").write_text(json.dumps(rep, indent=1) + "\n")
+    head = "| codec | kbps (measured) | effective kbps | PESQ-WB | PESQ-NB | STOI | SI-SDR | mel distance |\n|---|---|---|---|---|---|---|---|\n"
+    fmt = lambda v, d=3: "n/a" if v is None or v != v else f"{v:.{d}f}"
+    md = head + "".join(f"| {r['codec']} | {r['kbps']:g} | {fmt(r['effective_kbps'], 2)} | " + " | ".join(
+        fmt(r["means"][k], 1 if k == "si_sdr" else 3) for k in EVAL_METRICS) + " |\n" for r in rows)
+    (out / "classic_codecs.md").write_text(f"{len(items)} clips of `{a.data}`, one run ({rep['seconds']:.0f} s); "
+                                           f"tools {rep['tools']}.\n\n" + md)
+    print(md)
+
+
+if __name__ == "__main__": main()
