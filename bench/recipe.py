@@ -26,6 +26,8 @@ CANDIDATES = {
     "drop0": ("fixed + no quantizer dropout", FIXED | {"codec.quantizer_dropout": 0.0}),
     "wide": ("fixed + a wider decoder (384, 192), 4 + 4 blocks",
              FIXED | {"codec.decoder_dims": [384, 192], "codec.decoder_depths": [4, 4]}),
+    "decay999": ("fixed + codebook EMA decay 0.999 (holds the codes better, follows the encoder 10x slower)",
+                 FIXED | {"codec.quantizer": {"grad": "rotation", "lookup": "cosine", "decay": 0.999}}),
     "ste": ("fixed with the straight-through estimator instead of the rotation trick",
             FIXED | {"codec.quantizer": {"grad": "ste", "lookup": "cosine"}}),
 }
@@ -78,9 +80,80 @@ def cmd_list(a):
     for name, (what, over) in CANDIDATES.items(): print(f"{name}: {what}\n    {' '.join(train_command(name, a.cpu_minutes)[2:])}")
 
 
+def val_curve(run):
+    "(CPU-hours, {tag: value}) of every validation record of a run (the trainer's 8-clip validation subset)."
+    out, cpu = [], 0.0
+    for line in (run / "log.jsonl").read_text().splitlines():
+        try: r = json.loads(line)
+        except json.JSONDecodeError: continue
+        if r.get("event") == "train": cpu = r["cpu_hours"]
+        if r.get("event") == "val": out.append((cpu, r))
+    return out
+
+
+def row_of(name, rep, train, cpu_minutes):
+    "One table row: the candidate, its training so far, and rotvq-eval's means at each bitrate."
+    by = {b["kbps"]: b for b in rep["bitrates"]}
+    row = {"candidate": name, "what": CANDIDATES[name][0], "n_files": rep["n_files"], "step": train["step"], "cpu_hours": round(train["cpu_hours"], 2),
+           "command": f".venv/bin/python bench/recipe.py --cpu_minutes {cpu_minutes:g} train {name}; "
+                      f".venv/bin/python bench/recipe.py score {name}"}
+    for kbps, b in by.items():
+        m = b["means"]
+        row[f"{kbps:g}"] = {k: round(v, 4) for k, v in m.items()} | {
+            "effective_kbps": b["effective_kbps"], "utilization": round(sum(b["codebook"]["utilization"]) / b["n_q"], 4)}
+    return row
+
+
+def write_table(rows, out):
+    "Markdown table of the scored candidates."
+    head = ["candidate", "step", "CPU-h"] + [f"{k} kbps {m}" for k in ("1.5", "3", "6") for m in ("PESQ-WB", "STOI")] + [
+        "6 kbps PESQ-NB", "6 kbps SI-SDR", "6 kbps mel", "6 kbps eff. kbps", "6 kbps util."]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for r in rows:
+        cells = [r["candidate"], str(r["step"]), f"{r['cpu_hours']:.2f}"]
+        cells += [f"{r[k][m]:.3f}" for k in ("1.5", "3", "6") for m in ("pesq_wb", "stoi")]
+        six = r["6"]
+        cells += [f"{six['pesq_nb']:.3f}", f"{six['si_sdr']:.1f}", f"{six['mel_distance']:.3f}", f"{six['effective_kbps']:.2f}",
+                  f"{six['utilization']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    cmds = "\n".join(f"- `{r['candidate']}`: {r['what']}; `{r['command']}`" for r in rows)
+    (out / "table.md").write_text(f"rotvq-eval on dev ({rows[0]['n_files']} clips); each candidate trained with "
+                                  f"`bench/recipe.py train NAME` (one thread, same CPU budget):\n\n" + "\n".join(lines) +
+                                  "\n\nCandidates and the command each row comes from:\n" + cmds + "\n")
+
+
+def plot(rows, runs, out):
+    import matplotlib; matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.4))
+    for r in rows:
+        kb = [1.5, 3, 6]
+        a1.plot(kb, [r[f"{k:g}"]["pesq_wb"] for k in kb], "o-", label=r["candidate"])
+        curve = val_curve(runs[r["candidate"]])
+        a2.plot([c for c, _ in curve], [v.get("val_6kbps/pesq_wb", float("nan")) for _, v in curve], ".-", label=r["candidate"])
+        a3.plot([c for c, _ in curve], [v.get("val_6kbps/stoi", float("nan")) for _, v in curve], ".-", label=r["candidate"])
+    a1.set(xlabel="kbps", ylabel="PESQ-WB", title="dev, all 69 clips", xticks=[1.5, 3, 6])
+    a2.set(xlabel="CPU-hours", ylabel="PESQ-WB at 6 kbps", title="validation subset during training")
+    a3.set(xlabel="CPU-hours", ylabel="STOI at 6 kbps", title="validation subset during training")
+    for a in (a1, a2, a3): a.grid(alpha=0.3); a.legend(fontsize=7)
+    fig.tight_layout(); fig.savefig(out / "recipes.png", dpi=110); plt.close(fig)
+
+
 def cmd_score(a):
-    from rotvq_audio.evaluate import evaluate_model  # noqa: imported late so `list`/`train` start fast
-    raise NotImplementedError
+    from rotvq_audio.evaluate import run_eval
+    names = a.names or [n for n in CANDIDATES if (RUNS / n / "log.jsonl").exists()]
+    a.out.mkdir(parents=True, exist_ok=True)
+    rows, runs = [], {}
+    for name in names:
+        train, _ = last_records(RUNS / name)
+        if train is None: print(f"{name}: no training yet, skipped"); continue
+        rep = run_eval(str(RUNS / name), "dev", out=str(a.out / name), max_files=a.max_files, workers=a.workers, quiet=True)
+        rows.append(row_of(name, rep, train, a.cpu_minutes)); runs[name] = RUNS / name
+        print(f"{name}: step {train['step']}, {train['cpu_hours']:.2f} CPU-h: " +
+              ", ".join(f"{k} kbps PESQ-WB {rows[-1][k]['pesq_wb']:.3f} STOI {rows[-1][k]['stoi']:.3f}" for k in ("1.5", "3", "6")), flush=True)
+    (a.out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
+    write_table(rows, a.out); plot(rows, runs, a.out)
+    print((a.out / "table.md").read_text())
 
 
 if __name__ == "__main__":
@@ -89,6 +162,8 @@ if __name__ == "__main__":
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list"); sub.add_parser("status")
     t = sub.add_parser("train"); t.add_argument("names", nargs="+")
-    s = sub.add_parser("score"); s.add_argument("names", nargs="*")
+    s = sub.add_parser("score"); s.add_argument("names", nargs="*"); s.add_argument("--workers", type=int, default=2)
+    s.add_argument("--max_files", type=int, default=None, help="score only the first N dev clips (smoke tests)")
+    s.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args()
     {"list": cmd_list, "train": cmd_train, "status": cmd_status, "score": cmd_score}[a.cmd](a)

@@ -256,7 +256,8 @@ def init_(self: Codebook, z: Tensor): # (N, d) float32 vectors, N ≥ KMEANS_VEC
         c = torch.zeros_like(self.embed, dtype=torch.float32); counts = torch.zeros(self.size, device=z.device)
         if not _distributed() or dist.get_rank() == 0:
             c, counts = kmeans(z.float(), self.size, self.kmeans_iters, self.cosine)
-            counts = counts.float().clamp_min(1)  # keeps embed_avg / cluster_size = embed for empty clusters
+            counts = counts.float()
+            c = c * (counts > 0)[:, None]  # empty clusters hold copies of used points: make them dead codes instead
         _broadcast_(c, counts)
         self.embed.data.copy_(c); self.cluster_size.copy_(counts)
         if self.ema: self.embed_avg.copy_(c * counts[:, None])
