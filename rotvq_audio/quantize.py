@@ -251,7 +251,7 @@ def init_(self: Codebook, z: Tensor): # (N, d) float32 vectors, N ≥ KMEANS_VEC
     "Initialise the codes by k-means on `z` (rank 0's vectors when distributed)."
     if len(z) < KMEANS_VECTORS_PER_CODE * self.size:
         warnings.warn(f"k-means init of {self.size} codes on {len(z)} vectors (want ≥ {KMEANS_VECTORS_PER_CODE * self.size}): "
-                      "many codes start as duplicates; initialise with ResidualVQ.init_ on more data first")
+                      "most codes start dead; initialise with ResidualVQ.init_ on more data first")
     with _no_autocast(z):
         c = torch.zeros_like(self.embed, dtype=torch.float32); counts = torch.zeros(self.size, device=z.device)
         if not _distributed() or dist.get_rank() == 0:
