@@ -189,7 +189,10 @@ def speech_split(split: str = 'train',                       # 'train' or 'dev'
     splits = sorted({r.get('split', '') for r in rows})
     if split not in splits: raise ValueError(f"expected split to be one of {splits}, got {split!r}")
     keep, drop = set(sources or ()), set(exclude_sources or ())
-    return [r for r in rows if r['split'] == split and (not keep or r['source'] in keep) and r['source'] not in drop]
+    if (keep or drop) and rows and 'source' not in rows[0]:
+        raise ValueError(f"{root/'manifest.csv'} has no 'source' column, so it cannot be filtered by source; "
+                         f"pass sources=None and exclude_sources=None (--exclude_sources [])")
+    return [r for r in rows if r['split'] == split and (not keep or r.get('source') in keep) and r.get('source') not in drop]
 
 # %% ../nbs/01_data.ipynb #9fe3d6a1
 def rms_db(x: torch.Tensor  # samples, any shape
@@ -245,10 +248,19 @@ def load(self: SpeechDataset, i: int) -> torch.Tensor:
     return wav
 
 @patch
-def preload(self: SpeechDataset) -> SpeechDataset:
+def preload(self: SpeechDataset,
+            skip_bad: bool = False, # drop clips that fail to decode (listed in `self.skipped`) instead of raising
+           ) -> SpeechDataset:
     "Decode every clip into the cache (call before forking DataLoader workers)."
     if self._cache is None: self._cache = {}
-    for i in range(len(self)): self.load(i)
+    good, wavs, self.skipped = [], [], []
+    for i, r in enumerate(self.rows):
+        try: wavs.append(self.load(i)); good.append(r)
+        except (AudioError, OSError, RuntimeError) as e:
+            if not skip_bad: raise
+            self.skipped.append((str(r['path']), str(e).splitlines()[0] if str(e) else type(e).__name__))
+    if not good: raise AudioError(f"none of the {len(self.rows)} clips could be decoded, e.g. {self.skipped[0][0]}: {self.skipped[0][1]}")
+    self.rows, self._cache = good, dict(enumerate(wavs))
     return self
 
 # %% ../nbs/01_data.ipynb #175eb7cc

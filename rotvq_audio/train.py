@@ -6,7 +6,7 @@ Docs: https://rotvq.github.io/rotvq-audio/train.html.md"""
 
 # %% ../nbs/06_train.ipynb #2d766a52
 from __future__ import annotations
-import dataclasses, json, math, os, random, re, shutil, signal, sys, time, typing, warnings
+import ctypes, dataclasses, fcntl, json, math, os, random, re, shutil, signal, sys, time, typing, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from importlib import resources
@@ -30,9 +30,10 @@ from .evaluate import reconstruct_fn, supported_n_q, model_dir, _underscores_to_
 # %% auto #0
 __all__ = ['DISCRIMINATORS_NAME', 'DataConfig', 'OptimConfig', 'TrainConfig', 'config_from_dict', 'config_to_dict', 'config_path',
            'load_config', 'save_config', 'atomic_write_bytes', 'override', 'lr_factor', 'StepSampler', 'Dist',
-           'setup_dist', 'seed_everything', 'rng_state', 'set_rng_state', 'save_checkpoint', 'find_checkpoint',
-           'config_mismatch', 'load_checkpoint', 'export_model', 'EpochCrops', 'decay_groups', 'Trainer',
-           'NonFiniteLoss', 'TrainSummary', 'train', 'main', 'init_dir', 'load_init']
+           'setup_dist', 'seed_everything', 'rng_state', 'set_rng_state', 'save_checkpoint', 'checkpoints',
+           'find_checkpoint', 'CheckpointMismatch', 'config_mismatch', 'load_checkpoint', 'export_model', 'EpochCrops',
+           'decay_groups', 'Trainer', 'read_log', 'NonFiniteLoss', 'RunLocked', 'TrainSummary', 'train', 'main',
+           'init_dir', 'load_init']
 
 # %% ../nbs/06_train.ipynb #f9aaf083
 @dataclass
@@ -48,6 +49,7 @@ class DataConfig:
     val_clips: int = 8  # validate on the first N dev clips, to bound the cost (0: no validation)
     val_seconds: float = 4.0  # and on at most this many seconds of each
     val_workers: int = 2  # processes scoring PESQ/STOI during validation
+    max_bad_clips: int = 20  # training clips that fail to decode are skipped (listed in RUN/bad_clips.txt), up to this many
 
 @dataclass
 class OptimConfig:
@@ -196,11 +198,17 @@ class Dist:
     @property
     def ddp(self): return self.world_size > 1
 
+def _die_with_parent():
+    "Ask Linux to send this process SIGTERM when its parent (the torchrun agent) dies, so no worker is orphaned."
+    try: ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError): pass  # not Linux: the agent's own cleanup has to do
+
 def setup_dist(device:str|None=None) -> Dist:
     "Read the torchrun environment, pick the device and start the process group if there are several."
     rank, world, local = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda": torch.cuda.set_device(local); device = f"cuda:{local}"
+    if world > 1 and "TORCHELASTIC_RUN_ID" in os.environ: _die_with_parent()
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", rank=rank, world_size=world)
     return Dist(rank, world, local, device)
@@ -245,6 +253,11 @@ def _save_hook(step):
         print(f"[test hook] sleeping inside the save of step {step}", flush=True); time.sleep(float(v.split(":")[1]))
 
 # %% ../nbs/06_train.ipynb #52c0d26a
+def _remove(p:Path):
+    "Delete a folder, file or link."
+    if p.is_symlink() or p.is_file(): p.unlink()
+    else: shutil.rmtree(p, ignore_errors=True)
+
 def save_checkpoint(run_dir, # run folder; checkpoints go to `run_dir/ckpt`
                     step:int, # optimiser steps done
                     model:nn.Module, # the codec (has `save_pretrained`)
@@ -256,7 +269,8 @@ def save_checkpoint(run_dir, # run folder; checkpoints go to `run_dir/ckpt`
     "Write checkpoint `step` atomically and point `ckpt/latest` at it."
     root = Path(run_dir)/"ckpt"; root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:07d}"; final = root/name
-    if not final.exists():
+    if not (final/"state.pt").is_file():
+        if final.exists() or final.is_symlink(): _remove(final)  # a half or foreign folder: never point `latest` at it
         tmp = root/f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir()
         _unwrap(model).save_pretrained(tmp/"generator")
@@ -273,14 +287,22 @@ def save_checkpoint(run_dir, # run folder; checkpoints go to `run_dir/ckpt`
     return final
 
 # %% ../nbs/06_train.ipynb #bfc9f8b6
-def find_checkpoint(run_dir) -> Path|None:
-    "The newest complete checkpoint folder of `run_dir` (or `run_dir` itself if it is one), else None."
+_STEP_DIR = re.compile(r"step-\d{7}")
+
+def checkpoints(run_dir) -> list[Path]:
+    "Complete checkpoint folders of `run_dir`, the one `ckpt/latest` names first, then the others newest first."
     p = Path(run_dir)
-    if (p/"state.pt").exists(): return p
+    if (p/"state.pt").is_file(): return [p]
     root = p/"ckpt"
-    if (root/"latest").exists() and (root/(name := (root/"latest").read_text().strip())/"state.pt").exists(): return root/name
-    done = sorted(d for d in root.glob("step-*") if (d/"state.pt").exists())
-    return done[-1] if done else None
+    done = sorted((d for d in root.glob("step-*") if _STEP_DIR.fullmatch(d.name) and not d.is_symlink() and (d/"state.pt").is_file()),
+                  reverse=True)
+    name = (root/"latest").read_text(errors="replace").strip() if (root/"latest").is_file() else ""
+    return sorted(done, key=lambda d: d.name != name)  # stable: `latest` first, the rest keep their order
+
+def find_checkpoint(run_dir) -> Path|None:
+    "The checkpoint to resume from: the first of `checkpoints`, else None."
+    found = checkpoints(run_dir)
+    return found[0] if found else None
 
 # %% ../nbs/06_train.ipynb #f2959878
 def _flat(d, prefix=""):
@@ -289,6 +311,9 @@ def _flat(d, prefix=""):
         if isinstance(v, dict): out |= _flat(v, f"{prefix}{k}.")
         else: out[f"{prefix}{k}"] = v
     return out
+
+class CheckpointMismatch(ValueError):
+    "A checkpoint of a differently configured model or loss."
 
 def config_mismatch(saved:dict, cfg:TrainConfig, parts=("codec", "loss")) -> list[str]:
     "Fields of `parts` where the saved config dict and `cfg` differ, as 'field: saved -> now'."
@@ -305,7 +330,7 @@ def load_checkpoint(ckpt:Path, # a checkpoint folder (from `find_checkpoint`)
     ckpt = Path(ckpt)
     saved = json.loads((ckpt/"train_config.json").read_text())
     if diff := config_mismatch(saved, cfg):
-        raise ValueError(f"checkpoint {ckpt} does not match the config: its model/loss were configured differently in "
+        raise CheckpointMismatch(f"checkpoint {ckpt} does not match the config: its model/loss were configured differently in "
                          f"{len(diff)} field(s) (checkpoint -> config): " + "; ".join(diff[:8]) + (" ..." if len(diff) > 8 else ""))
     missing, unexpected = st.load_model(_unwrap(model), str(ckpt/"generator"/"model.safetensors"), strict=True)
     st.load_model(_unwrap(discs), str(ckpt/DISCRIMINATORS_NAME), strict=True)
@@ -381,8 +406,12 @@ def _dataset(self:Trainer) -> SpeechDataset:
     "The training `SpeechDataset` of this run."
     d, sr = self.cfg.data, self.cfg.codec.sample_rate
     rows = speech_split("train", d.root, d.sources, d.exclude_sources)[:d.max_train_clips]
-    ds = SpeechDataset(rows, segment=d.segment, sample_rate=sr, train=True, seed=self.cfg.seed, cache=True)
-    return ds.preload()
+    ds = SpeechDataset(rows, segment=d.segment, sample_rate=sr, train=True, seed=self.cfg.seed, cache=True).preload(skip_bad=True)
+    if len(ds.skipped) > d.max_bad_clips:
+        raise ValueError(f"{len(ds.skipped)} training clips could not be decoded (data.max_bad_clips = {d.max_bad_clips}), "
+                         f"e.g. {ds.skipped[0][0]}: {ds.skipped[0][1]}")
+    for path, why in ds.skipped: self._print(f"warning: skipping training clip {path}: {why}")
+    return ds
 
 @patch
 def loader(self:Trainer) -> torch.utils.data.DataLoader:
@@ -439,8 +468,31 @@ def cpu_seconds(self:Trainer) -> float:
     return self.cpu_base + time.process_time() - self._cpu0
 
 @patch
+def _apply_optim(self:Trainer) -> list[str]:
+    "Give the restored optimisers the config's learning rates, betas and weight decay; what changed."
+    o, changed = self.cfg.optim, []
+    for name, opt, sched, lr, wds in (("generator", self.g_opt, self.g_sched, o.lr, (o.weight_decay, 0.0)),
+                                      ("discriminators", self.d_opt, self.d_sched, o.disc_lr or o.lr, (o.weight_decay,))):
+        for g, wd in zip(opt.param_groups, wds):
+            for k, v in (("initial_lr", lr), ("betas", tuple(o.betas)), ("weight_decay", wd)):
+                old = tuple(g[k]) if k == "betas" else g.get(k)
+                if old != v: changed.append(f"{name} {'lr' if k == 'initial_lr' else k} {old} -> {v}"); g[k] = v
+        sched.base_lrs = [lr] * len(opt.param_groups)
+        for g, f in zip(opt.param_groups, sched.lr_lambdas): g["lr"] = lr * f(sched.last_epoch)
+        sched._last_lr = [g["lr"] for g in opt.param_groups]
+    return list(dict.fromkeys(changed))
+
+@patch
+def _weights_finite(self:Trainer) -> bool:
+    "Whether every weight and buffer of the codec and the discriminators is finite."
+    return all(torch.isfinite(t).all() for m in (self.model, self.discs) for t in (*m.parameters(), *m.buffers()) if t.is_floating_point())
+
+@patch
 def save(self:Trainer) -> Path|None:
-    "Checkpoint now (rank 0 writes; every rank waits for it)."
+    "Checkpoint now (rank 0 writes; every rank waits for it); never over a good one with non-finite weights."
+    if not self._weights_finite():
+        raise NonFiniteLoss(f"stopped at step {self.step}: the weights are no longer finite, so no checkpoint was written; "
+                            f"the last good one in {self.out/'ckpt'} is kept. Lower optim.lr or check the data, then --resume.")
     path = None
     if self.dist.main:
         path = save_checkpoint(self.out, self.step, self.model, self.discs, self.state(), self.cfg, self.cfg.keep_ckpts)
@@ -451,17 +503,33 @@ def save(self:Trainer) -> Path|None:
     return path
 
 @patch
-def resume(self:Trainer) -> bool:
-    "Load the newest checkpoint of the run folder, if any; False when starting fresh."
-    ckpt = find_checkpoint(self.out)
-    if ckpt is None:
-        self._print(f"no checkpoint in {self.out}: starting from scratch"); return False
+def _restore(self:Trainer, ckpt:Path):
+    "Load checkpoint `ckpt` into the models, optimisers, schedules, counters and RNGs."
     s = load_checkpoint(ckpt, self.model, self.discs, self.cfg)
     self.g_opt.load_state_dict(s["g_opt"]); self.d_opt.load_state_dict(s["d_opt"])
     self.g_sched.load_state_dict(s["g_sched"]); self.d_sched.load_state_dict(s["d_sched"])
     self.step, self.nonfinite_run, self.nonfinite_total = s["step"], s["nonfinite_run"], s["nonfinite_total"]
     self.cpu_base, self._cpu0 = s.get("cpu_seconds", 0.0), time.process_time()
     set_rng_state(s["rng"])
+    return s
+
+@patch
+def resume(self:Trainer) -> bool:
+    "Load the newest intact checkpoint of the run folder, if any; False when starting fresh."
+    found, skipped = checkpoints(self.out), []
+    if not found:
+        self._print(f"no checkpoint in {self.out}: starting from scratch"); return False
+    for ckpt in found:
+        try: s = self._restore(ckpt); break
+        except CheckpointMismatch: raise
+        except Exception as e:  # truncated or garbage files: fall back to the next older checkpoint
+            skipped.append(f"{ckpt.name} ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else 'unreadable'})")
+            self._print(f"warning: skipping damaged checkpoint {ckpt}: {skipped[-1]}")
+    else: raise ValueError(f"no intact checkpoint in {self.out/'ckpt'}: " + "; ".join(skipped))
+    if changed := self._apply_optim():
+        self._print("resume: optimiser settings differ from the checkpoint's, using the config's: " + ", ".join(changed))
+    if s["data"].get("seed", self.cfg.seed) != self.cfg.seed:
+        self._print(f"warning: resuming with seed {self.cfg.seed}, saved with {s['data']['seed']}: the data order and crops change")
     if (s["data"]["batch_size"], s["data"]["world_size"]) != (self.cfg.data.batch_size, self.dist.world_size):
         self._print(f"warning: resuming with batch {self.cfg.data.batch_size} x {self.dist.world_size} processes, "
                     f"saved with {s['data']['batch_size']} x {s['data']['world_size']}: the data order differs from an uninterrupted run")
@@ -469,6 +537,15 @@ def resume(self:Trainer) -> bool:
     return True
 
 # %% ../nbs/06_train.ipynb #02ffbb18
+def read_log(path) -> list[dict]:
+    "The records of a JSONL log; a torn or NUL-filled line (a full disk mid-write) is skipped."
+    out = []
+    for line in Path(path).read_bytes().replace(b"\0", b"").decode(errors="replace").splitlines():
+        try: r = json.loads(line)
+        except json.JSONDecodeError: continue
+        if isinstance(r, dict): out.append(r)
+    return out
+
 @patch
 def _open_logs(self:Trainer):
     "Create the run folder, config copy, JSONL log and TensorBoard writer (rank 0 only)."
@@ -476,9 +553,12 @@ def _open_logs(self:Trainer):
     if not self.dist.main: return
     self.out.mkdir(parents=True, exist_ok=True)
     save_config(self.cfg, self.out/"train_config.json")
+    if self.train_ds.skipped:
+        atomic_write_bytes(self.out/"bad_clips.txt", "".join(f"{p}\t{why}\n" for p, why in self.train_ds.skipped).encode())
     log = self.out/"log.jsonl"
     if log.exists():  # keep what happened up to the resumed step
-        keep = [l for l in log.read_text().splitlines() if l.strip() and json.loads(l).get("step", 0) <= self.step]
+        recs = read_log(log)
+        keep = [json.dumps(r) for r in recs if r.get("step", 0) <= self.step]
         atomic_write_bytes(log, "".join(l+"\n" for l in keep).encode())
     self.tb = SummaryWriter(str(self.out/"tb"), purge_step=self.step or None)
 
@@ -502,6 +582,7 @@ def val_clips(self:Trainer) -> list:
     "The validation clips, `(1, T)` tensors, loaded once."
     if getattr(self, "_val", None) is None:
         d, sr = self.cfg.data, self.cfg.codec.sample_rate
+        if d.val_clips == 0: self._val = []; return self._val  # no validation: the dev split is never read
         rows = speech_split("dev", d.root, d.sources, d.exclude_sources)[:d.val_clips]
         self._val = [load_audio(r["path"], sr)[:int(d.val_seconds*sr)][None] for r in rows]
     return self._val
@@ -590,7 +671,10 @@ def train_step(self:Trainer, x:torch.Tensor) -> dict: # x: (B, 1, T) batch
 
 # %% ../nbs/06_train.ipynb #84cd3b95
 class NonFiniteLoss(RuntimeError):
-    "Too many non-finite losses in a row."
+    "Too many non-finite losses in a row, or non-finite weights."
+
+class RunLocked(RuntimeError):
+    "Another trainer holds the run folder."
 
 @dataclass
 class TrainSummary:
@@ -662,6 +746,19 @@ def _log_train(self:Trainer, window:list, seconds:float):
 
 # %% ../nbs/06_train.ipynb #b9982457
 @patch
+def _lock(self:Trainer):
+    "Hold an exclusive lock on the run folder (rank 0), refusing when another trainer holds it."
+    if not self.dist.main: return None
+    self.out.mkdir(parents=True, exist_ok=True)
+    f = open(self.out/".lock", "a+")
+    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0); holder = f.read().strip() or "unknown"; f.close()
+        raise RunLocked(f"the run folder {self.out} is in use by another trainer (PID {holder}); stop it, or train into another --out")
+    f.seek(0); f.truncate(); f.write(f"{os.getpid()}\n"); f.flush()
+    return f
+
+@patch
 def fit(self:Trainer, max_minutes:float|None=None, # stop (with a checkpoint) after this much wall-clock time
         stop_at:int|None=None, # stop (with a checkpoint) at this step, as if interrupted there
         max_cpu_minutes:float|None=None, # stop (with a checkpoint) once the run has used this much CPU time in all
@@ -669,6 +766,7 @@ def fit(self:Trainer, max_minutes:float|None=None, # stop (with a checkpoint) af
     "Train to `cfg.steps` (or a stop request, or the time budget); checkpoint at exit."
     cfg, t0 = self.cfg, time.time()
     deadline = t0 + 60*max_minutes if max_minutes else None
+    lock = self._lock()
     self._open_logs(); self._print(self._header())
     self.model.train(); self.discs.train(); self._install_signals()
     start, window, t_train, t_win, ckpt, reason = self.step, [], 0.0, 0.0, None, None
@@ -697,8 +795,12 @@ def fit(self:Trainer, max_minutes:float|None=None, # stop (with a checkpoint) af
             if reason := self._should_stop(deadline, max_cpu_minutes): break
         else: reason = "done"
         if reason == "done" and self._val_step != self.step: self._validate_all()
+        if self.nonfinite_run:  # the weights of a run that ended in skipped steps may be what makes them non-finite
+            raise NonFiniteLoss(f"stopped at step {self.step} after {self.nonfinite_run} non-finite step(s) in a row: no checkpoint "
+                                f"written over the last good one in {self.out/'ckpt'}. Lower optim.lr or check the data, then --resume.")
         if self._saved_step != self.step: ckpt = self.save()
     finally:
+        if lock is not None: lock.close()  # closing the file releases the lock
         self.bar.close(); self.bar = None; self._restore_signals()
         if self.tb is not None: self.tb.flush()
         del batches
@@ -712,8 +814,12 @@ def fit(self:Trainer, max_minutes:float|None=None, # stop (with a checkpoint) af
 
 @patch
 def _validate_all(self:Trainer):
-    "Validate on rank 0 while the other ranks wait."
-    if self.dist.main: self.validate(self.cfg.data.val_workers)
+    "Validate on rank 0 while the other ranks wait; a failure is logged and training goes on."
+    if self.dist.main:
+        try: self.validate(self.cfg.data.val_workers)
+        except Exception as e:  # a missing dev split or clip, a metric crash: never worth the checkpoint that follows
+            msg = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            self._log({"event": "val_error", "error": msg}); self._print(f"warning: validation failed at step {self.step} ({msg}); training goes on")
     if self.dist.ddp: dist.barrier()
     self._val_step = self.step
 
@@ -778,7 +884,7 @@ def main(argv:list|None=None) -> int:
     try: extra = _flag_pairs(rest)
     except ValueError as e: p.error(str(e))
     try: train(**args, **extra)
-    except (NonFiniteLoss, ValueError, FileNotFoundError) as e:  # bad input or a run that cannot go on: one line, exit 2
+    except (NonFiniteLoss, RunLocked, ValueError, FileNotFoundError) as e:  # bad input or a run that cannot go on: one line, exit 2
         print(f"rotvq-train: {str(e).splitlines()[0] if not isinstance(e, NonFiniteLoss) else e}", file=sys.stderr); return 2
     return 0
 
