@@ -790,7 +790,7 @@ def fit(self:Trainer, max_minutes:float|None=None, # stop (with a checkpoint) af
                                         f"{self.out/'ckpt'} is clean. Lower optim.lr or check the data, then --resume.")
             if self.step % cfg.log_every == 0 or self.step == cfg.steps: self._log_train(window, t_win); window, t_win = [], 0.0
             if cfg.val_every and self.step % cfg.val_every == 0 and self.step < cfg.steps: self._validate_all()
-            if cfg.ckpt_every and self.step % cfg.ckpt_every == 0: ckpt = self.save()
+            if cfg.ckpt_every and self.step % cfg.ckpt_every == 0 and not self.nonfinite_run: ckpt = self.save()  # never mid-divergence
             if stop_at is not None and self.step >= stop_at: reason = "stop_at"; break
             if reason := self._should_stop(deadline, max_cpu_minutes): break
         else: reason = "done"
