@@ -795,10 +795,12 @@ def fit(self:Trainer, max_minutes:float|None=None, # stop (with a checkpoint) af
             if reason := self._should_stop(deadline, max_cpu_minutes): break
         else: reason = "done"
         if reason == "done" and self._val_step != self.step: self._validate_all()
-        if self.nonfinite_run:  # the weights of a run that ended in skipped steps may be what makes them non-finite
-            raise NonFiniteLoss(f"stopped at step {self.step} after {self.nonfinite_run} non-finite step(s) in a row: no checkpoint "
-                                f"written over the last good one in {self.out/'ckpt'}. Lower optim.lr or check the data, then --resume.")
-        if self._saved_step != self.step: ckpt = self.save()
+        if self.nonfinite_run:  # the weights of a run that ends in skipped steps may be what makes them non-finite
+            msg = (f"stopped at step {self.step} after {self.nonfinite_run} non-finite step(s) in a row: no checkpoint "
+                   f"written over the last good one in {self.out/'ckpt'}")
+            if reason == "done": raise NonFiniteLoss(msg + ". Lower optim.lr or check the data, then --resume.")
+            self._print(f"warning: {msg}")  # a stop request mid-streak: resume goes on from the last good checkpoint
+        elif self._saved_step != self.step: ckpt = self.save()
     finally:
         if lock is not None: lock.close()  # closing the file releases the lock
         self.bar.close(); self.bar = None; self._restore_signals()

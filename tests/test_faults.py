@@ -153,7 +153,7 @@ def test_changed_optimiser_settings_apply_on_resume(tmp_path, capsys):
     Trainer(cfg, quiet=True).fit()
     new = override(override(override(cfg, "optim.lr", 1e-4), "optim.betas", [0.5, 0.9]), "optim.weight_decay", 0.05)
     tr = Trainer(override(new, "steps", 3), resume=True)
-    assert "lr 0.0003 -> 0.0001" in capsys.readouterr().out
+    assert "generator lr 0.003 -> 0.0001" in capsys.readouterr().out
     g = tr.g_opt.param_groups
     assert [x["lr"] for x in g] == [1e-4, 1e-4] and g[0]["betas"] == (0.5, 0.9) and [x["weight_decay"] for x in g] == [0.05, 0.0]
     tr.fit()
