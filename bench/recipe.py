@@ -4,10 +4,13 @@
     .venv/bin/python bench/recipe.py train NAME [NAME ...]   # start or --resume each in the background (one thread each)
     .venv/bin/python bench/recipe.py status                  # step, CPU-hours and last validation of every run
     .venv/bin/python bench/recipe.py score [NAME ...]        # rotvq-eval on all of dev, table + plot in bench/results/recipe/
+    .venv/bin/python bench/recipe.py snapshot NAME           # generator + discriminators into bench/results/recipe/NAME/snapshot
 
 Every candidate is `rotvq-train small` plus the overrides below, trained to the same CPU budget (`--max_cpu_minutes`,
 counted in the training process over all resumes), one torch thread, no loader workers, run folder
-~/.cache/rotvq/recipe/NAME (--root). `train` is safe to repeat: a finished run stops at once, a stopped one resumes.
+~/.cache/rotvq/recipe/NAME (--root). `train` is safe to repeat: a finished run stops at once, a stopped one resumes. On a fresh machine without the run
+folder, a committed snapshot continues as a fine-tune: `rotvq-train small --init bench/results/recipe/NAME/snapshot`
+with the candidate's --opts (fresh optimiser; its progress.json says where it stood).
 """
 import argparse, json, os, subprocess, sys
 from pathlib import Path
@@ -74,6 +77,21 @@ def cmd_status(a):
         v = {k.split("/")[0][4:] + " " + k.split("/")[1]: round(x, 3) for k, x in (val or {}).items()
              if "/" in k and k.split("/")[1] in ("pesq_wb", "stoi")}
         print(f"{name}: step {train['step']}, {train['cpu_hours']:.2f} CPU-h, mel {train.get('train/mel', float('nan')):.3f}, {v}")
+
+
+def cmd_snapshot(a):
+    "Copy a run's newest generator + discriminators (and where it stands) into bench/results/recipe/NAME/snapshot."
+    import shutil
+    from rotvq_audio.train import find_checkpoint, DISCRIMINATORS_NAME
+    for name in a.names:
+        ckpt, (train, _) = find_checkpoint(RUNS / name), last_records(RUNS / name)
+        if ckpt is None: sys.exit(f"recipe.py: no checkpoint of {name} in {RUNS / name}")
+        dst = RESULTS / name / "snapshot"; shutil.rmtree(dst, ignore_errors=True); dst.mkdir(parents=True)
+        for f in ("config.json", "model.safetensors"): shutil.copy2(ckpt / "generator" / f, dst / f)
+        shutil.copy2(ckpt / DISCRIMINATORS_NAME, dst / DISCRIMINATORS_NAME); shutil.copy2(ckpt / "train_config.json", dst)
+        (dst / "progress.json").write_text(json.dumps({"checkpoint": ckpt.name, "step": int(ckpt.name[5:]),
+                                                       "cpu_hours_at_last_log": train["cpu_hours"] if train else None}) + "\n")
+        print(f"{name}: {ckpt} -> {dst}")
 
 
 def cmd_list(a):
@@ -161,9 +179,10 @@ if __name__ == "__main__":
     p.add_argument("--cpu_minutes", type=float, default=120, help="CPU budget of each candidate (default: 2 CPU-hours)")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list"); sub.add_parser("status")
+    sn = sub.add_parser("snapshot"); sn.add_argument("names", nargs="+")
     t = sub.add_parser("train"); t.add_argument("names", nargs="+")
     s = sub.add_parser("score"); s.add_argument("names", nargs="*"); s.add_argument("--workers", type=int, default=2)
     s.add_argument("--max_files", type=int, default=None, help="score only the first N dev clips (smoke tests)")
     s.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args()
-    {"list": cmd_list, "train": cmd_train, "status": cmd_status, "score": cmd_score}[a.cmd](a)
+    {"list": cmd_list, "train": cmd_train, "status": cmd_status, "score": cmd_score, "snapshot": cmd_snapshot}[a.cmd](a)
