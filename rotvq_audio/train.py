@@ -273,11 +273,17 @@ def save_checkpoint(run_dir, # run folder; checkpoints go to `run_dir/ckpt`
         if final.exists() or final.is_symlink(): _remove(final)  # a half or foreign folder: never point `latest` at it
         tmp = root/f".tmp-{name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir()
-        _unwrap(model).save_pretrained(tmp/"generator")
-        st.save_model(_unwrap(discs), str(tmp/DISCRIMINATORS_NAME))
-        torch.save(state, tmp/"state.pt")
-        save_config(cfg, tmp/"train_config.json")
-        _fsync(*tmp.rglob("*"), tmp); _save_hook(step)
+        try:
+            _unwrap(model).save_pretrained(tmp/"generator")
+            st.save_model(_unwrap(discs), str(tmp/DISCRIMINATORS_NAME))
+            torch.save(state, tmp/"state.pt")
+            save_config(cfg, tmp/"train_config.json")
+            _fsync(*tmp.rglob("*"), tmp); _save_hook(step)
+        except (OSError, RuntimeError) as e:  # a full disk shows up as e.g. "RuntimeError: ... unexpected pos"
+            shutil.rmtree(tmp, ignore_errors=True)
+            free = shutil.disk_usage(root).free / 2**20
+            raise OSError(f"could not write checkpoint {final} ({type(e).__name__}: {str(e).splitlines()[0][:100]}); "
+                          f"{free:.0f} MiB free on that disk. The previous checkpoint is intact: free some space, then --resume") from None
         os.replace(tmp, final); _fsync(root)
     atomic_write_bytes(root/"latest", name.encode())
     olds = sorted(p for p in root.glob("step-*") if p.name != name)
@@ -886,7 +892,7 @@ def main(argv:list|None=None) -> int:
     try: extra = _flag_pairs(rest)
     except ValueError as e: p.error(str(e))
     try: train(**args, **extra)
-    except (NonFiniteLoss, RunLocked, ValueError, FileNotFoundError) as e:  # bad input or a run that cannot go on: one line, exit 2
+    except (NonFiniteLoss, RunLocked, ValueError, OSError) as e:  # bad input or a run that cannot go on: one line, exit 2
         print(f"rotvq-train: {str(e).splitlines()[0] if not isinstance(e, NonFiniteLoss) else e}", file=sys.stderr); return 2
     return 0
 

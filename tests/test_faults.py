@@ -209,3 +209,16 @@ def test_torchrun_workers_exit_when_their_agent_is_killed(tmp_path):
     finally:
         os.killpg(agent.pid, signal.SIGKILL) if agent.poll() is None else None
         subprocess.run(["pkill", "-9", "-f", str(run)], capture_output=True)
+
+
+def test_a_full_disk_during_a_save_is_one_clear_line(tmp_path, monkeypatch, capsys):
+    cfg = tiny(tmp_path, steps=2, ckpt_every=1)
+    Trainer(cfg, quiet=True).fit()
+    def full(*a, **k): raise RuntimeError("[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/0: file write failed, unexpected pos 42")
+    monkeypatch.setattr(torch, "save", full)
+    rc = main(["tiny", "--out", str(tmp_path/"run"), "--resume", "--steps", "3", "--val_clips", "0", "--max_train_clips", "8",
+               "--adv_start_step", "1000", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "could not write checkpoint" in err and "MiB free" in err
+    assert ckpt_names(tmp_path/"run") == ["step-0000001", "step-0000002"] and not list((tmp_path/"run"/"ckpt").glob(".tmp-*"))
+    assert (tmp_path/"run"/"ckpt"/"latest").read_text() == "step-0000002"
