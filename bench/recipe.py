@@ -46,16 +46,18 @@ def train_command(name, cpu_minutes):
     return cmd
 
 
+def records(run):
+    "The records of a run's log (none before it starts)."
+    from rotvq_audio.train import read_log
+    return read_log(run / "log.jsonl") if (run / "log.jsonl").exists() else []
+
+
 def last_records(run):
     "The newest train and val records of a run's log."
     train = val = None
-    log = run / "log.jsonl"
-    if log.exists():
-        for line in log.read_text().splitlines():
-            try: r = json.loads(line)
-            except json.JSONDecodeError: continue
-            if r.get("event") == "train": train = r
-            if r.get("event") == "val": val = r
+    for r in records(run):
+        if r.get("event") == "train": train = r
+        if r.get("event") == "val": val = r
     return train, val
 
 
@@ -101,9 +103,7 @@ def cmd_list(a):
 def val_curve(run):
     "(CPU-hours, {tag: value}) of every validation record of a run (the trainer's 8-clip validation subset)."
     out, cpu = [], 0.0
-    for line in (run / "log.jsonl").read_text().splitlines():
-        try: r = json.loads(line)
-        except json.JSONDecodeError: continue
+    for r in records(run):
         if r.get("event") == "train": cpu = r["cpu_hours"]
         if r.get("event") == "val": out.append((cpu, r))
     return out
