@@ -19,8 +19,8 @@ from .metrics import pesq_wb, stoi, codebook_metrics
 from .tokenizer import Codec, Tokens, save_tokens, load_tokens
 
 # %% auto #0
-__all__ = ['load_codec', 'write_wav', 'encode_file', 'decode_file', 'map_folder', 'describe_tokens', 'demo_clip', 'round_trip',
-           'demo_report', 'demo', 'build_parser', 'main']
+__all__ = ['load_codec', 'write_wav', 'check_output', 'encode_file', 'decode_file', 'map_folder', 'describe_tokens', 'demo_clip',
+           'round_trip', 'demo_report', 'demo', 'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #7e58ec6c
 def load_codec(model: str | None = None) -> Codec:
@@ -39,10 +39,21 @@ def write_wav(path, # destination .wav
     _atomic_write(Path(path), lambda tmp: sf.write(tmp, x, sample_rate, subtype="PCM_16", format="WAV"))
     return Path(path)
 
+def check_output(src, dst, # input and output paths of one file
+                 suffixes: tuple, # output suffixes allowed, e.g. (".wav",)
+                ):
+    "Refuse an output that would overwrite its own input, or whose suffix names another format than the one written."
+    src, dst = Path(src), Path(dst)
+    if dst.suffix.lower() not in suffixes:
+        raise ValueError(f"expected an output ending in {' or '.join(suffixes)} (that is the format written), got {dst}")
+    if dst.resolve() == src.resolve() or (dst.exists() and os.path.samefile(src, dst)):
+        raise ValueError(f"the output {dst} is the input file: refusing to overwrite it")
+
 def encode_file(codec: Codec, src, # audio file
                 dst, # token file to write
                 kbps: float = None) -> Tokens:
     "Encode one audio file into a token file."
+    check_output(src, dst, (".npz",))
     wav = load_audio(src, codec.sample_rate) # (T,)
     t = codec.tokens(codec.encode(wav, codec.sample_rate, kbps=kbps), len(wav))
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
@@ -53,6 +64,7 @@ def decode_file(codec: Codec, src, # token file
                 dst, # .wav to write
                ) -> torch.Tensor: # (1, 1, T)
     "Decode a one-item token file into a WAV file."
+    check_output(src, dst, (".wav",))
     t = load_tokens(src)
     if t.codes.shape[0] != 1:
         raise ValueError(f"expected a token file of one clip, {src} holds {t.codes.shape[0]}; decode it with Codec.decode_tokens")

@@ -1,5 +1,5 @@
 """The `rotvq` command: exit statuses, messages, folder runs that skip bad files, atomic outputs."""
-import contextlib, io, math, subprocess, sys
+import contextlib, io, math, shutil, subprocess, sys
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +143,16 @@ def test_demo_on_a_given_clip_and_bad_kbps(work, tmp_path):
     assert code == 0 and "1.25 s of speech" in out and (tmp_path / "clip_6kbps.wav").exists()
     code, _, err = run("demo", "--model", work / "tiny", "--out", tmp_path, "--kbps", 7.3)
     assert code == 1 and "expected a bitrate" in err
+
+
+def test_an_output_never_overwrites_its_input_or_lies_about_its_format(work, tmp_path):
+    m = ["--model", work / "tiny"]
+    audio = tmp_path / "same.flac"; shutil.copy(work / "clip44.flac", audio); before = audio.read_bytes()
+    code, _, err = run("encode", audio, audio, *m)
+    assert code == 1 and "ending in .npz" in err and audio.read_bytes() == before
+    assert run("encode", audio, tmp_path / "t.npz", *m)[0] == 0
+    tokens = (tmp_path / "t.npz").read_bytes()
+    code, _, err = run("decode", tmp_path / "t.npz", tmp_path / "t.npz", *m)
+    assert code == 1 and (tmp_path / "t.npz").read_bytes() == tokens
+    code, _, err = run("decode", tmp_path / "t.npz", tmp_path / "x.flac", *m)
+    assert code == 1 and "got" in err and "x.flac" in err and not (tmp_path / "x.flac").exists()
