@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from .codec import _atomic_write, bundled_model_dir
 from .data import AudioError, AUDIO_EXTS, load_audio
 from .metrics import pesq_wb, stoi, codebook_metrics
-from .tokenizer import Codec, Tokens, save_tokens, load_tokens
+from .tokenizer import Codec, Tokens, save_tokens, load_tokens, token_file_header
 
 # %% auto #0
 __all__ = ['load_codec', 'write_wav', 'check_output', 'encode_file', 'decode_file', 'map_folder', 'describe_tokens', 'demo_clip',
@@ -87,22 +87,21 @@ def map_folder(fn, # fn(src, dst) for one file
     done, failed = 0, []
     for p in tqdm(files, desc=src_dir.name or str(src_dir), unit="file", disable=not progress, file=sys.stderr):
         try: fn(p, dst_dir / p.relative_to(src_dir).with_suffix(suffix)); done += 1
-        except (AudioError, ValueError, OSError) as e: failed.append((p, _one_line(e)))
+        except Exception as e: failed.append((p, _one_line(e))) # whatever one file does, the others still get done
     return done, failed
 
 def _one_line(e: BaseException) -> str: return " | ".join(str(e).splitlines()) or type(e).__name__
 
 # %% ../nbs/09_cli.ipynb #351495a5
 def describe_tokens(path) -> str:
-    "A human-readable summary of a token file."
-    t = load_tokens(path)
-    B, n_q, N = t.codes.shape
-    kbps = n_q * np.log2(t.codebook_size) * t.frame_rate / 1000
-    rows = [("file", str(path)), ("format", f"rotvq tokens v{t.format_version}"),
-            ("model", f"{t.model} (weights sha256 {t.model_hash[:12]})"),
-            ("codes", f"({B}, {n_q}, {N}): {B} clip(s) x {n_q} stages x {N} frames, {t.codebook_size} codes per stage"),
-            ("rates", f"{t.frame_rate:g} frames/s, {kbps:g} kbps, audio at {t.sample_rate} Hz"),
-            ("duration", ", ".join(f"{n / t.sample_rate:.2f} s" for n in t.lengths[:8]) + (" ..." if B > 8 else ""))]
+    "A human-readable summary of a token file, from its headers alone (the codes are never read)."
+    meta, (B, n_q, N) = token_file_header(path)
+    K, fr, sr, lengths = meta["codebook_size"], meta["frame_rate"], meta["sample_rate"], meta["lengths"]
+    rows = [("file", str(path)), ("format", f"rotvq tokens v{meta['format_version']}"),
+            ("model", f"{meta['model']} (weights sha256 {meta['model_hash'][:12]})"),
+            ("codes", f"({B}, {n_q}, {N}): {B} clip(s) x {n_q} stages x {N} frames, {K} codes per stage"),
+            ("rates", f"{fr:g} frames/s, {n_q * np.log2(K) * fr / 1000:g} kbps, audio at {sr} Hz"),
+            ("duration", ", ".join(f"{n / sr:.2f} s" for n in lengths[:8]) + (" ..." if B > 8 else ""))]
     return "\n".join(f"{k:<9} {v}" for k, v in rows)
 
 # %% ../nbs/09_cli.ipynb #7febe9bc
@@ -211,7 +210,7 @@ def _decode(a) -> int:
 def _report_folder(done, failed, out, quiet) -> int:
     if not quiet: print(f"{done} file(s) written to {out}" + (f", {len(failed)} skipped" if failed else ""))
     for p, msg in failed: print(f"rotvq: skipped {p}: {msg}", file=sys.stderr)
-    return 1 if failed else 0
+    return 2 if failed else 0
 
 def _info(a) -> int: print(describe_tokens(a.input)); return 0
 
@@ -226,7 +225,8 @@ def main(argv: list | None = None) -> int:
     try: return _COMMANDS[a.command](a)
     except KeyboardInterrupt: print("rotvq: interrupted", file=sys.stderr); return 130
     except (AudioError, ValueError, TypeError, OSError) as e: # FileNotFoundError is an OSError
-        print(f"rotvq: error: {_one_line(e)}", file=sys.stderr); return 1
+        print(f"rotvq: error: {_one_line(e)}", file=sys.stderr); return 2
+    except Exception as e: print(f"rotvq: error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr); return 2
 
 # `__file__` is unset inside notebooks, whose `__name__` is also "__main__"
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())

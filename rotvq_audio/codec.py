@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
+from safetensors import safe_open
 from safetensors.torch import save_file, load_file
 from .modules import PaddedConv1d, ChannelLayerNorm, ConvNeXtStack, Resample, STFTFeatures, ISTFTHead
 from .quantize import ResidualVQ, QuantizerStats
@@ -48,6 +49,12 @@ class CodecConfig:
         for k in ("encoder_dims", "encoder_depths", "decoder_dims", "decoder_depths"):
             v = tuple(getattr(self, k)); setattr(self, k, v)
             if len(v) != 2: raise ValueError(f"expected {k} to have 2 entries (200 Hz, 50 Hz stages), got {v}")
+        sizes = dict(sample_rate=self.sample_rate, hop_length=self.hop_length, n_fft=self.n_fft, stft_hop=self.stft_hop,
+                     kernel_size=self.kernel_size, latent_dim=self.latent_dim, n_q=self.n_q, codebook_dim=self.codebook_dim,
+                     codebook_size=self.codebook_size, **{f"{k}[{i}]": v for k in ("encoder_dims", "decoder_dims", "encoder_depths",
+                     "decoder_depths") for i, v in enumerate(getattr(self, k))})
+        if bad := [f"{k}={v!r}" for k, v in sizes.items() if type(v) is not int or v < (2 if k == "codebook_size" else 1)]:
+            raise ValueError(f"expected positive integer sizes (codebook_size ≥ 2), got {', '.join(bad)}")
         if self.hop_length % self.stft_hop:
             raise ValueError(f"expected hop_length to be a multiple of stft_hop, got {self.hop_length} and {self.stft_hop}")
         if self.n_fft < self.stft_hop: raise ValueError(f"expected n_fft ≥ stft_hop, got {self.n_fft} < {self.stft_hop}")
@@ -153,7 +160,7 @@ class CodecModel(nn.Module):
 def n_q_for_kbps(self: CodecModel, kbps: float) -> int:
     "Number of stages giving `kbps` kilobits per second."
     per_stage = self.bitrate(1) / 1000
-    n_q = round(kbps / per_stage)
+    n_q = round(kbps / per_stage) if math.isfinite(kbps) else 0 # inf and nan name no stage count
     if not 1 <= n_q <= self.n_q or abs(n_q * per_stage - kbps) > 1e-6:
         options = ", ".join(f"{per_stage * n:g}" for n in range(1, self.n_q + 1))
         raise ValueError(f"expected a bitrate in kbps among {options}, got {kbps}")
@@ -225,12 +232,22 @@ def decode(self: CodecModel, codes, # (B, n, N) integer codes, n ≤ n_q
 # %% ../nbs/04_codec.ipynb #04a0f8ee
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
+def _umask() -> int:
+    "The process umask, read from /proc where it can be, so that the process-wide setting is never changed."
+    try: return int(next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("Umask:")).split()[1], 8)
+    except (OSError, StopIteration, ValueError): m = os.umask(0o022); os.umask(m); return m
+
 def _atomic_write(path: Path, write): # `write(tmp_path)` creates the file
-    "Write a file under a temporary name in the same folder, then rename it to `path`."
+    "Write a file under a temporary name in the same folder, fsync it, then rename it to `path` with the umask's permissions."
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        write(tmp); os.replace(tmp, path)
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        fd = os.open(tmp, os.O_RDONLY)
+        try: os.fsync(fd)
+        finally: os.close(fd)
+        os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.remove(tmp)
         raise
@@ -254,27 +271,36 @@ def _modules_of(names) -> list[str]:
     key = lambda n: [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in n.split(".")]
     return sorted({collapse(n) for n in names}, key=key)
 
+def _file_shapes(path: Path) -> dict: # tensor name -> shape, from the header alone
+    try:
+        with safe_open(str(path), framework="pt") as f: return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e: raise ValueError(f"could not read weights from {path} (corrupted or not a safetensors file): {e}") from e
+
+@patch
+def check_weights(self: CodecModel, path): # a model.safetensors file
+    "Fail, naming the mismatching tensors (and config fields), unless the file's tensors fit this model; reads the header only."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"no weights file at {path}")
+    theirs, own = _file_shapes(path), {k: tuple(v.shape) for k, v in self.state_dict().items()}
+    missing, unexpected = _modules_of(set(own) - set(theirs)), _modules_of(set(theirs) - set(own))
+    shapes = [f"{k}: expected {own[k]}, found {theirs[k]}" for k in sorted(set(own) & set(theirs)) if own[k] != theirs[k]]
+    if not (missing or unexpected or shapes): return
+    lines = [f"weights in {path} do not fit this model"]
+    cfg_path = path.parent / CONFIG_NAME
+    if cfg_path.is_file():
+        try: d = self.config.diff(CodecConfig.from_dict(json.loads(cfg_path.read_text()), str(cfg_path)))
+        except Exception: d = None
+        if d: lines.append("config fields differ (this model vs file): " + ", ".join(f"{k}={a!r} vs {b!r}" for k, (a, b) in d.items()))
+    for name, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+        if items: lines.append(f"{name} ({len(items)}): " + "; ".join(items[:8]) + (" ..." if len(items) > 8 else ""))
+    raise ValueError("\n".join(lines))
+
 @patch
 def load_weights(self: CodecModel, path): # a model.safetensors file
     "Load weights from a safetensors file, failing with the mismatching tensors (and config fields) named."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f"no weights file at {path}")
+    self.check_weights(path)
     try: state = load_file(str(path))
     except Exception as e: raise ValueError(f"could not read weights from {path} (corrupted or not a safetensors file): {e}") from e
-    own = self.state_dict()
-    missing, unexpected = _modules_of(set(own) - set(state)), _modules_of(set(state) - set(own))
-    shapes = [f"{k}: expected {tuple(own[k].shape)}, found {tuple(state[k].shape)}"
-              for k in sorted(set(own) & set(state)) if own[k].shape != state[k].shape]
-    if missing or unexpected or shapes:
-        lines = [f"weights in {path} do not fit this model"]
-        cfg_path = path.parent / CONFIG_NAME
-        if cfg_path.is_file():
-            try: d = self.config.diff(CodecConfig.from_dict(json.loads(cfg_path.read_text()), str(cfg_path)))
-            except Exception: d = None
-            if d: lines.append("config fields differ (this model vs file): " + ", ".join(f"{k}={a!r} vs {b!r}" for k, (a, b) in d.items()))
-        for name, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
-            if items: lines.append(f"{name} ({len(items)}): " + "; ".join(items[:8]) + (" ..." if len(items) > 8 else ""))
-        raise ValueError("\n".join(lines))
     self.load_state_dict(state)
     return self
 
@@ -288,8 +314,10 @@ def from_pretrained(cls: CodecModel, path, # folder with config.json and model.s
     if not cfg_path.is_file(): raise FileNotFoundError(f"no {CONFIG_NAME} in {path}")
     try: d = json.loads(cfg_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"could not parse {cfg_path}: {e}") from e
-    model = cls(CodecConfig.from_dict(d, str(cfg_path)))
-    return model.load_weights(path / WEIGHTS_NAME).to(map_location).eval()
+    if not isinstance(d, dict): raise ValueError(f"expected a JSON object in {cfg_path}, got {type(d).__name__}")
+    cfg = CodecConfig.from_dict(d, str(cfg_path))
+    with torch.device("meta"): cls(cfg).check_weights(path / WEIGHTS_NAME) # shapes only: a config asking for 100 GB fails here
+    return cls(cfg).load_weights(path / WEIGHTS_NAME).to(map_location).eval()
 
 # %% ../nbs/04_codec.ipynb #453aba1f
 def bundled_model_dir() -> Path:

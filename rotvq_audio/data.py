@@ -19,9 +19,10 @@ from fastcore.basics import patch
 from torch.utils.data import Dataset
 
 # %% auto #0
-__all__ = ['AUDIO_EXTS', 'NARROWBAND_SOURCES', 'AudioError', 'check_audio_path', 'audio_info', 'read_audio', 'load_audio',
-           'scan_audio', 'write_manifest', 'build_manifest', 'read_manifest', 'speaker_split', 'default_speech_dir',
-           'speech_split', 'rms_db', 'crop_start', 'SpeechDataset', 'collate', 'manifest_summary', 'main']
+__all__ = ['AUDIO_EXTS', 'NARROWBAND_SOURCES', 'AudioError', 'check_audio_path', 'audio_info', 'read_audio', 'resample',
+           'load_audio', 'scan_audio', 'write_manifest', 'build_manifest', 'read_manifest', 'speaker_split',
+           'default_speech_dir', 'speech_split', 'rms_db', 'crop_start', 'SpeechDataset', 'collate', 'manifest_summary',
+           'main']
 
 # %% ../nbs/01_data.ipynb #437c0d34
 class AudioError(ValueError):
@@ -62,15 +63,47 @@ def read_audio(path: str | os.PathLike  # wav, flac or ogg file
     if not np.isfinite(data).all(): raise AudioError(f"expected finite samples, found NaN or Inf in {p}")
     return data, sr
 
+# %% ../nbs/01_data.ipynb #425a219a
+def resample(x: torch.Tensor, # (..., T) samples at `sr`
+             sr: int, # their rate
+             target: int, # rate wanted
+             block_seconds: float = 30.0, # longest input converted at once; bounds memory only
+            ) -> torch.Tensor: # (..., ceil(T * target / sr))
+    "`torchaudio.functional.resample` in bounded memory: long inputs in blocks with a second of context each side."
+    if sr == target: return x
+    g = math.gcd(int(sr), int(target)); orig, new = sr // g, target // g
+    T, block, ctx = x.shape[-1], orig * math.ceil(block_seconds * sr / orig), orig * math.ceil(sr / orig)
+    if T <= block + 2 * ctx: return AF.resample(x, sr, target)
+    out = x.new_empty(*x.shape[:-1], math.ceil(new * T / orig))
+    for s in range(0, T, block):
+        a, b = max(0, s - ctx), min(T, s + block + ctx) # s and a are multiples of orig: one output grid
+        y = AF.resample(x[..., a:b], sr, target)
+        j0, j1 = s * new // orig, min(out.shape[-1], math.ceil(new * min(T, s + block) / orig))
+        out[..., j0:j1] = y[..., j0 - a * new // orig:j1 - a * new // orig]
+    return out
+
 # %% ../nbs/01_data.ipynb #a97daba0
 def load_audio(path: str | os.PathLike,  # wav, flac or ogg file
                sample_rate: int = 16000,   # rate of the returned signal
+               block_frames: int = 1 << 20, # frames read and averaged at a time
               ) -> torch.Tensor:
     "Float32 mono `(T,)` tensor of `path` at `sample_rate`; raises `AudioError` on bad input."
-    data, sr = read_audio(path)
-    wav = torch.from_numpy(data.mean(axis=1))  # (T,)
-    if sr != sample_rate: wav = AF.resample(wav, sr, sample_rate)
-    return wav.contiguous()
+    p = check_audio_path(path)
+    try:
+        with sf.SoundFile(str(p)) as f:
+            sr, claimed = f.samplerate, f.frames
+            # libsndfile reports an unknown length as a huge count, so only trust a plausible header
+            out, n = np.empty(claimed if 0 < claimed < 2**40 else 0, np.float32), 0
+            for block in f.blocks(block_frames, dtype='float32', always_2d=True):
+                m = block.mean(axis=1) # (b,): the same sums as a whole-file mean
+                if not np.isfinite(m).all(): raise AudioError(f"expected finite samples, found NaN or Inf in {p}")
+                if n + len(m) > len(out): out = np.concatenate([out[:n], np.empty(max(len(m), n), np.float32)])
+                out[n:n + len(m)] = m; n += len(m)
+    except (sf.SoundFileError, RuntimeError) as e: raise AudioError(f"cannot decode {p}: {e}") from e
+    if 0 < claimed < 2**40 and n < claimed: raise AudioError(f"truncated audio in {p}: header says {claimed} frames, decoded {n}")
+    if n == 0: raise AudioError(f"expected audio samples, got zero-length audio in {p}")
+    wav = torch.from_numpy(out[:n] if n < len(out) else out) # (T,)
+    return resample(wav, sr, sample_rate).contiguous()
 
 # %% ../nbs/01_data.ipynb #bfc321f2
 AUDIO_EXTS = ('.wav', '.flac', '.ogg')

@@ -204,7 +204,12 @@ def main(argv:list|None=None) -> int:
     "Entry point of `rotvq-eval`."
     args = vars(anno_parser(run_eval, prog="rotvq-eval", pos=["model", "data"]).parse_args(_underscores_to_dashes(sys.argv[1:] if argv is None else argv)))
     for k in ("pdb", "xtra"): args.pop(k, None)
-    run_eval(**args)
+    try: run_eval(**args)
+    except KeyboardInterrupt: print("rotvq-eval: interrupted", file=sys.stderr); return 130
+    except Exception as e: # bad model folder, bad data, full disk: one line, exit 2, no traceback
+        msg = " | ".join(str(e).splitlines()) or type(e).__name__
+        print(f"rotvq-eval: error: {msg if isinstance(e, (ValueError, OSError)) else type(e).__name__ + ': ' + msg}", file=sys.stderr)
+        return 2
     return 0
 
 # `__file__` is unset inside notebooks, whose `__name__` is also "__main__"

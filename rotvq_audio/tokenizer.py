@@ -6,7 +6,7 @@ Docs: https://rotvq.github.io/rotvq-audio/tokenizer.html.md"""
 
 # %% ../nbs/08_tokenizer.ipynb #4b320f82
 from __future__ import annotations
-import hashlib, json, math, os, re
+import hashlib, json, math, os, re, zipfile, zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
@@ -17,10 +17,11 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from fastcore.basics import patch
 from .codec import CodecModel, CodecConfig, CONFIG_NAME, WEIGHTS_NAME, _atomic_write, bundled_model_dir
+from .data import resample
 
 # %% auto #0
-__all__ = ['PAD_CODE', 'FORMAT_VERSION', 'weights_hash', 'Context', 'receptive_field', 'Codec', 'as_clips', 'CodecStream',
-           'Tokens', 'save_tokens', 'load_tokens']
+__all__ = ['PAD_CODE', 'FORMAT_VERSION', 'weights_hash', 'Context', 'receptive_field', 'Codec', 'as_clips', 'check_codes',
+           'CodecStream', 'Tokens', 'save_tokens', 'token_file_header', 'load_tokens']
 
 # %% ../nbs/08_tokenizer.ipynb #c1673360
 def weights_hash(model: torch.nn.Module) -> str:
@@ -101,6 +102,11 @@ class Codec:
 # %% ../nbs/08_tokenizer.ipynb #2705ecb9
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
+def _is_hub_id(path) -> bool:
+    "A string shaped `owner/name` that cannot be meant as a local path."
+    s = str(path)
+    return bool(_HUB_ID.match(s)) and not Path(s).exists() and not Path(s).parent.is_dir()
+
 def _resolve_model(path) -> tuple[Path, str]: # (folder, name)
     if path is None:
         d = bundled_model_dir()
@@ -108,13 +114,16 @@ def _resolve_model(path) -> tuple[Path, str]: # (folder, name)
             raise FileNotFoundError(f"no bundled model in {d}; pass a folder with {CONFIG_NAME} and {WEIGHTS_NAME}")
         return d, "rotvq-audio/default"
     p = Path(path).expanduser()
-    if p.exists() or not _HUB_ID.match(str(path)): 
+    if not _is_hub_id(path):
         if not p.is_dir(): raise FileNotFoundError(f"no model folder at {p}")
         return p, p.resolve().name
     try: from huggingface_hub import snapshot_download
     except ImportError:
         raise FileNotFoundError(f"no model folder at {p}, and huggingface_hub is not installed to fetch {path!r} from the Hub") from None
-    return Path(snapshot_download(str(path), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME])), str(path)
+    try: return Path(snapshot_download(str(path), allow_patterns=[CONFIG_NAME, WEIGHTS_NAME])), str(path)
+    except Exception as e: # offline, unknown repo, no access: one line, not the client's traceback
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise FileNotFoundError(f"no model folder at {p}, and {path!r} could not be fetched from the Hub: {first}") from None
 
 @patch(cls_method=True)
 def from_pretrained(cls: Codec, path=None, # None: the bundled model; a folder; or a Hub repo id
@@ -148,11 +157,15 @@ def _as_float(x, name) -> torch.Tensor:
     if not x.is_floating_point(): raise ValueError(f"expected int16, int32 or float samples, got {x.dtype} in {name}")
     return x.float()
 
-def _channels_first(x, name) -> torch.Tensor: # (T,), (C, T) or (T, C) -> (C, T)
-    "One clip as `(C, T)`, C in {1, 2}."
+def _channels_first(x, name, min_samples: int = 1) -> torch.Tensor: # (T,), (C, T) or (T, C) -> (C, T)
+    "One clip as `(C, T)`, C in {1, 2}; a 2-D clip must be `min_samples` long to tell time from channels."
     if x.dim() == 1: x = x[None]
-    elif x.dim() == 2 and x.shape[0] > x.shape[1]: x = x.T
-    elif x.dim() != 2: raise ValueError(f"expected one clip shaped (T,), (C, T) or (T, C), got shape {tuple(x.shape)} in {name}")
+    elif x.dim() == 2:
+        if max(x.shape) < min_samples:
+            raise ValueError(f"expected one clip shaped (C, T) or (T, C), got shape {tuple(x.shape)} in {name}: under 10 ms, "
+                             "time and channels cannot be told apart; pass (T,) for mono, or (B, C, T) or a list for a batch")
+        if x.shape[0] > x.shape[1]: x = x.T
+    else: raise ValueError(f"expected one clip shaped (T,), (C, T) or (T, C), got shape {tuple(x.shape)} in {name}")
     if x.shape[0] > 2: raise ValueError(f"expected mono or stereo audio, got {x.shape[0]} channels in {name}")
     return x
 
@@ -163,7 +176,7 @@ def _prepare_clip(x, sample_rate, target, name) -> torch.Tensor: # (C, T) -> (T'
     if not all(torch.isfinite(b).all() for b in x.split(16000, -1)):
         raise ValueError(f"expected finite samples, got {int((~torch.isfinite(x)).count_nonzero())} NaN/Inf in {name}")
     x = x[0] if x.shape[0] == 1 else x.mean(0) # a view for mono: an hour of audio is 230 MB
-    return AF.resample(x, sample_rate, target) if sample_rate != target else x
+    return resample(x, sample_rate, target)
 
 def as_clips(audio, # (T,), (C, T), (T, C), (B, C, T) array/tensor, or a list of clips
              sample_rate: int, # rate of `audio`
@@ -176,13 +189,14 @@ def as_clips(audio, # (T,), (C, T), (T, C), (B, C, T) array/tensor, or a list of
     if isinstance(audio, (list, tuple)):
         if lengths is not None: raise ValueError("pass lengths with a padded (B, C, T) batch, not with a list of clips")
         if not audio: raise ValueError("expected at least one clip, got an empty list")
-        clips = [_channels_first(_as_float(a, f"item {i}"), f"item {i}") for i, a in enumerate(audio)]
+        clips = [_channels_first(_as_float(a, f"item {i}"), f"item {i}", sample_rate // 100) for i, a in enumerate(audio)]
     else:
         x = _as_float(audio, "audio")
         if x.dim() == 3:
+            if x.shape[0] == 0: raise ValueError(f"expected at least one clip, got an empty batch of shape {tuple(x.shape)} (B, C, T)")
             if x.shape[1] > 2: raise ValueError(f"expected mono or stereo audio, got {x.shape[1]} channels in audio of shape {tuple(x.shape)} (B, C, T)")
             clips = list(x)
-        else: clips = [_channels_first(x, "audio")]
+        else: clips = [_channels_first(x, "audio", sample_rate // 100)]
         if lengths is not None:
             lengths = [int(n) for n in lengths]
             if len(lengths) != len(clips) or not all(0 < n <= x.shape[-1] for n in lengths):
@@ -245,25 +259,33 @@ def num_frames(self: Codec, n_samples: int, # samples of a clip
     return math.ceil(math.ceil(n_samples * self.sample_rate / (sample_rate or self.sample_rate)) / self.hop_length)
 
 # %% ../nbs/08_tokenizer.ipynb #a1028154
-@patch
-def _check_codes(self: Codec, codes) -> tuple[torch.Tensor, list[int]]: # -> (B, n_q, N) int64, frames per item
+def check_codes(codes, # (B, n_q, N) integer codes, -1 past the end of shorter items
+                codebook_size: int, # codes must lie in [0, codebook_size)
+                max_n_q: int = None, # most stages allowed; None: any
+               ) -> tuple[torch.Tensor, list[int]]: # (B, n_q, N) int64, non-padding frames per item
     "Validated codes and the number of non-padding frames of each item."
     if isinstance(codes, np.ndarray): codes = torch.from_numpy(codes)
     if not torch.is_tensor(codes): raise TypeError(f"expected codes as a tensor or NumPy array (B, n_q, N), got {type(codes).__name__}")
     if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
         raise ValueError(f"expected integer codes, got {codes.dtype}")
-    if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.n_q or codes.shape[2] == 0:
-        raise ValueError(f"expected codes shaped (B, n_q, N) with 1 ≤ n_q ≤ {self.n_q} and N ≥ 1, got shape {tuple(codes.shape)}")
+    top = max_n_q or max(codes.shape[1:2] or (1,))
+    if codes.dim() != 3 or 0 in codes.shape or codes.shape[1] > top:
+        raise ValueError(f"expected codes shaped (B, n_q, N) with B ≥ 1, 1 ≤ n_q ≤ {top} and N ≥ 1, got shape {tuple(codes.shape)}")
     codes = codes.long()
+    if (codes >= codebook_size).any() or (codes < PAD_CODE).any():
+        raise ValueError(f"expected codes in [0, {codebook_size}) (or -1 as padding), got values in [{int(codes.min())}, {int(codes.max())}]")
     valid = codes >= 0
-    if (codes >= self.codebook_size).any() or (codes < PAD_CODE).any():
-        raise ValueError(f"expected codes in [0, {self.codebook_size}) (or -1 as padding), got values in [{int(codes.min())}, {int(codes.max())}]")
     frames = valid[:, 0].sum(-1) # (B,)
     pos = torch.arange(codes.shape[-1], device=codes.device)
     if not (valid == (pos < frames[:, None])[:, None]).all():
         raise ValueError("expected -1 only as padding after an item's last frame, in every stage")
     if (frames == 0).any(): raise ValueError("expected at least one frame of codes per item, got an item that is all padding")
     return codes, frames.tolist()
+
+@patch
+def _check_codes(self: Codec, codes) -> tuple[torch.Tensor, list[int]]: # -> (B, n_q, N) int64, frames per item
+    "`check_codes` against this codec's codebook size and stage count."
+    return check_codes(codes, self.codebook_size, self.n_q)
 
 @patch
 def _decode_span(self: Codec, codes, # (B, n_q, N) valid codes
@@ -346,6 +368,8 @@ def encode_chunk(self: CodecStream, audio, # (T,) or (B, 1, T) float samples at 
     if x.dim() != 3 or x.shape[1] != 1: raise ValueError(f"expected a chunk shaped (T,) or (B, 1, T), got {tuple(x.shape)}")
     if not torch.isfinite(x).all(): raise ValueError(f"expected finite samples, got NaN/Inf in chunk of {x.shape[-1]} samples")
     x = _as_float(x, "chunk")
+    if self._audio is not None and x.shape[0] != self._audio.shape[0]:
+        raise ValueError(f"expected chunks of batch size {self._audio.shape[0]} as before in this stream, got {x.shape[0]}")
     self._audio = x if self._audio is None else torch.cat([self._audio, x.to(self._audio.device)], -1)
     self._n_in += x.shape[-1]
     return self._emit_codes(self._n_in // self.codec.hop_length - self.codec.context.enc_right)
@@ -371,6 +395,9 @@ def decode_chunk(self: CodecStream, codes, # (B, n_q, k) integer codes, the next
     if torch.is_tensor(codes) and codes.dim() == 3 and codes.shape[-1] == 0: return self._emit_audio(0) # nothing new
     codes, _ = self.codec._check_codes(codes)
     if (codes < 0).any(): raise ValueError("expected no -1 padding in a stream of codes")
+    if codes.shape[1] != self.n_q: raise ValueError(f"expected {self.n_q} stages per frame in this stream, got {codes.shape[1]}")
+    if self._codes is not None and codes.shape[0] != self._codes.shape[0]:
+        raise ValueError(f"expected codes of batch size {self._codes.shape[0]} as before in this stream, got {codes.shape[0]}")
     self._codes = codes if self._codes is None else torch.cat([self._codes, codes.to(self._codes.device)], -1)
     self._n_codes += codes.shape[-1]
     return self._emit_audio(self._n_codes - self.codec.context.dec_right)
@@ -412,6 +439,13 @@ class Tokens:
     n_q = property(lambda self: self.codes.shape[1])
     duration = property(lambda self: max(self.lengths) / self.sample_rate)
 
+def _check_lengths(lengths, frames, hop: int, where: str = ""):
+    "Each item's length in samples must need exactly its frames of codes: ceil(length / hop) = frames."
+    if len(lengths) != len(frames): raise ValueError(f"expected {len(frames)} lengths{where}, one per item, got {len(lengths)}")
+    for i, (n, f) in enumerate(zip(lengths, frames)):
+        if not (f - 1) * hop < n <= f * hop:
+            raise ValueError(f"expected item {i}'s length{where} in ({(f - 1) * hop}, {f * hop}] samples for its {f} frames of codes, got {n}")
+
 @patch
 def tokens(self: Codec, codes, # (B, n_q, N) from `encode`
            lengths=None, # samples per item (int or list); None: all frames
@@ -419,6 +453,7 @@ def tokens(self: Codec, codes, # (B, n_q, N) from `encode`
     "Codes with this codec's metadata, ready for `save_tokens`."
     codes, frames = self._check_codes(codes)
     lens = [f * self.hop_length for f in frames] if lengths is None else [int(lengths)] * len(frames) if np.ndim(lengths) == 0 else [int(n) for n in lengths]
+    _check_lengths(lens, frames, self.hop_length)
     return Tokens(codes.cpu(), lens, self.name, self.weights_hash, self.sample_rate, self.frame_rate, self.codebook_size)
 
 # %% ../nbs/08_tokenizer.ipynb #1e6cea9b
@@ -437,26 +472,84 @@ def save_tokens(path, # destination, conventionally `.npz`
 
 # %% ../nbs/08_tokenizer.ipynb #9e653a01
 _META_KEYS = ("format_version", "model", "model_hash", "sample_rate", "frame_rate", "codebook_size", "n_q", "lengths")
+_MAX_META_BYTES = 1 << 24 # the JSON header: a few hundred bytes plus 8 per item
+
+def _npy_header(zf: zipfile.ZipFile, name: str, file_size: int, max_bytes: int = None) -> tuple: # (shape, dtype, fortran order)
+    "The shape and dtype of member `name` of an .npz, once its claimed size fits the file that holds it."
+    try: info = zf.getinfo(name)
+    except KeyError: raise ValueError(f"expected a member {name}, found {zf.namelist()[:4]}") from None
+    ratio = 1032 if info.compress_type == zipfile.ZIP_DEFLATED else 1 # deflate's largest expansion
+    if info.compress_size > file_size or info.file_size > ratio * info.compress_size + 4096 or info.file_size > (max_bytes or math.inf):
+        raise ValueError(f"{name} claims {info.file_size} bytes from {info.compress_size} compressed, in a file of {file_size}")
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)): raise ValueError(f"{name} has .npy format {version}, expected 1.0 or 2.0")
+        shape, fortran, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
+        if dtype.hasobject: raise ValueError(f"{name} holds Python objects")
+        if f.tell() + math.prod(shape) * dtype.itemsize != info.file_size:
+            raise ValueError(f"{name}'s header claims shape {shape} of {dtype}, which is not the {info.file_size - f.tell()} bytes it holds")
+    return shape, dtype, fortran
+
+def _npy_array(zf: zipfile.ZipFile, name: str, file_size: int, max_bytes: int = None) -> np.ndarray:
+    "Member `name` of an .npz, read only after `_npy_header` checked its size."
+    shape, dtype, fortran = _npy_header(zf, name, file_size, max_bytes)
+    n = math.prod(shape) * dtype.itemsize
+    with zf.open(name) as f: data = f.read()[-n:] if n else b"" # the header is a few hundred bytes before the data
+    if len(data) != n: raise ValueError(f"{name} is truncated")
+    return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+
+def _read_npz(path: Path, codes: bool):
+    "(meta dict, codes header, codes or None) of a token file; any damage as one ValueError naming the file."
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as zf:
+            meta = json.loads(_npy_array(zf, "meta.npy", size, _MAX_META_BYTES).item())
+            header = _npy_header(zf, "codes.npy", size)
+            if not isinstance(meta, dict): raise ValueError(f"expected a JSON object as metadata, got {type(meta).__name__}")
+            _check_meta(meta, header, path)
+            return meta, header, _npy_array(zf, "codes.npy", size) if codes else None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError, TypeError, AttributeError, NotImplementedError) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        raise ValueError(msg if msg.startswith(f"token file {path}") else f"{path} is not a rotvq token file (an .npz with 'codes' and 'meta'): {msg}") from None
+
+def _check_meta(meta: dict, header: tuple, path: Path):
+    "Types and ranges of a token file's metadata, and the codes' shape and dtype against it."
+    bad = lambda what: ValueError(f"token file {path}: expected {what}")
+    if missing := [k for k in _META_KEYS if k not in meta]: raise bad(f"metadata {list(_META_KEYS)}, lacks {missing}")
+    v = meta["format_version"]
+    if type(v) is not int or v != FORMAT_VERSION: raise bad(f"format_version {FORMAT_VERSION} (an integer: this rotvq-audio reads that version), got {v!r}")
+    if not all(isinstance(meta[k], str) for k in ("model", "model_hash")): raise bad("model and model_hash as strings")
+    for k, lo in (("sample_rate", 1), ("codebook_size", 2), ("n_q", 1)):
+        if type(meta[k]) is not int or meta[k] < lo: raise bad(f"{k} an integer ≥ {lo}, got {meta[k]!r}")
+    sr, fr = meta["sample_rate"], meta["frame_rate"]
+    if type(fr) not in (int, float) or not 0 < fr <= sr or abs(sr / fr - round(sr / fr)) > 1e-6:
+        raise bad(f"frame_rate a number dividing sample_rate {sr} into whole samples per frame, got {fr!r}")
+    lens = meta["lengths"]
+    if not isinstance(lens, list) or not lens or not all(type(n) is int and n > 0 for n in lens):
+        raise bad(f"lengths a non-empty list of positive integers (samples per item), got {str(lens)[:60]}")
+    (shape, dtype, _), hop = header, round(sr / fr)
+    n_frames = math.ceil(max(lens) / hop)
+    if dtype.kind not in "iu" or shape != (len(lens), meta["n_q"], n_frames):
+        raise bad(f"integer codes shaped (B={len(lens)}, n_q={meta['n_q']}, N={n_frames}) for its lengths, got {dtype} {shape}")
+
+def token_file_header(path) -> tuple[dict, tuple]: # (metadata, codes shape (B, n_q, N))
+    "The validated metadata and codes shape of a token file, without reading the codes."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"no token file at {path}")
+    meta, (shape, _, _), _ = _read_npz(path, codes=False)
+    return meta, shape
 
 def load_tokens(path) -> Tokens:
     "Read and validate a token file written by `save_tokens`."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no token file at {path}")
+    meta, _, codes = _read_npz(path, codes=True)
     try:
-        with np.load(path, allow_pickle=False) as z: codes, meta = z["codes"], json.loads(str(z["meta"]))
-    except (KeyError, ValueError, OSError, EOFError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not a rotvq token file (expected an .npz with 'codes' and 'meta'): {e}") from None
-    if missing := [k for k in _META_KEYS if k not in meta]: raise ValueError(f"token file {path} lacks metadata {missing}")
-    if meta["format_version"] != FORMAT_VERSION:
-        raise ValueError(f"token file {path} has format version {meta['format_version']}; this rotvq-audio reads version {FORMAT_VERSION}")
-    if codes.dtype.kind not in "iu" or codes.ndim != 3 or codes.shape[1] != meta["n_q"] or len(meta["lengths"]) != codes.shape[0]:
-        raise ValueError(f"token file {path}: expected integer codes shaped (B={len(meta['lengths'])}, n_q={meta['n_q']}, N), "
-                         f"got {codes.dtype} {codes.shape}")
-    K = meta["codebook_size"]
-    if codes.size and (codes.max() >= K or codes.min() < PAD_CODE):
-        raise ValueError(f"token file {path}: expected codes in [0, {K}), got values in [{codes.min()}, {codes.max()}]")
-    return Tokens(torch.from_numpy(codes.astype(np.int64)), meta["lengths"], meta["model"], meta["model_hash"],
-                  meta["sample_rate"], meta["frame_rate"], K, meta["format_version"])
+        codes, frames = check_codes(codes.astype(np.int64), meta["codebook_size"])
+        _check_lengths(meta["lengths"], frames, round(meta["sample_rate"] / meta["frame_rate"]), " in the metadata")
+    except ValueError as e: raise ValueError(f"token file {path}: {e}") from None
+    return Tokens(codes, meta["lengths"], meta["model"], meta["model_hash"], meta["sample_rate"], meta["frame_rate"],
+                  meta["codebook_size"], meta["format_version"])
 
 # %% ../nbs/08_tokenizer.ipynb #b6a3f60a
 @patch
@@ -468,6 +561,7 @@ def decode_tokens(self: Codec, tokens, # `Tokens` or a path to a token file
     if t.model_hash != self.weights_hash:
         raise ValueError(f"tokens{where} were made by model {t.model!r} (weights {t.model_hash[:12]}), but this codec is "
                          f"{self.name!r} (weights {self.weights_hash[:12]}); decode them with the model that made them")
-    if (t.sample_rate, t.codebook_size) != (self.sample_rate, self.codebook_size):
-        raise ValueError(f"tokens{where} are for {t.sample_rate} Hz, {t.codebook_size} codes; this codec is {self.sample_rate} Hz, {self.codebook_size} codes")
+    if (t.sample_rate, t.frame_rate, t.codebook_size) != (self.sample_rate, self.frame_rate, self.codebook_size):
+        raise ValueError(f"tokens{where} are for {t.sample_rate} Hz, {t.frame_rate:g} frames/s, {t.codebook_size} codes; "
+                         f"this codec is {self.sample_rate} Hz, {self.frame_rate:g} frames/s, {self.codebook_size} codes")
     return self.decode(t.codes, t.lengths)

@@ -68,7 +68,7 @@ def test_usage_errors_exit_2(work):
     assert run("encode", work / "clip.wav", work / "x.npz", "--kbps", "fast")[0] == 2
 
 
-def test_runtime_errors_exit_1_with_one_line(work, tmp_path):
+def test_runtime_errors_exit_2_with_one_line(work, tmp_path):
     m = ["--model", work / "tiny"]
     trunc = tmp_path / "trunc.flac"
     sf.write(trunc, np.random.default_rng(1).standard_normal(48000).astype(np.float32) * 0.1, 16000)
@@ -86,24 +86,24 @@ def test_runtime_errors_exit_1_with_one_line(work, tmp_path):
              (("info", tmp_path / "none.npz"), "no token file")]
     for argv, msg in cases:
         code, out, err = run(*argv)
-        assert code == 1 and err.startswith("rotvq: error: ") and msg in err and err.count("\n") == 1, (argv, err)
+        assert code == 2 and err.startswith("rotvq: error: ") and msg in err and err.count("\n") == 1, (argv, err)
         assert not (tmp_path / "o.npz").exists() and not (tmp_path / "o.wav").exists()
 
 
 def test_text_file_named_wav_in_a_shell(work, tmp_path):
     code, out, err = shell("encode", work / "in" / "notes.wav", tmp_path / "o.npz", "--model", work / "tiny")
-    assert code == 1 and "Traceback" not in err and "notes.wav" in err, err
+    assert code == 2 and "Traceback" not in err and "notes.wav" in err, err
 
 
 def test_decode_with_another_model_fails(work, tmp_path):
     assert run("encode", work / "clip.wav", tmp_path / "c.npz", "--model", work / "tiny")[0] == 0
     code, _, err = run("decode", tmp_path / "c.npz", tmp_path / "c.wav", "--model", work / "other")
-    assert code == 1 and "were made by model 'tiny'" in err and not (tmp_path / "c.wav").exists()
+    assert code == 2 and "were made by model 'tiny'" in err and not (tmp_path / "c.wav").exists()
 
 
 def test_folder_skips_bad_files_and_reports(work, tmp_path):
     code, out, err = run("encode", work / "in", tmp_path / "out", "--model", work / "tiny")
-    assert code == 1 and "2 file(s) written" in out and "1 skipped" in out
+    assert code == 2 and "2 file(s) written" in out and "1 skipped" in out
     assert "rotvq: skipped" in err and "notes.wav" in err
     assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.npz")) == ["a.npz", "sub/b.npz"]
     code, out, err = run("decode", tmp_path / "out", tmp_path / "wav", "-q", "--model", work / "tiny")
@@ -113,7 +113,7 @@ def test_folder_skips_bad_files_and_reports(work, tmp_path):
 def test_folder_into_a_file_fails(work, tmp_path):
     (tmp_path / "f").write_text("x")
     code, _, err = run("encode", work / "in", tmp_path / "f", "--model", work / "tiny")
-    assert code == 1 and "is a file" in err
+    assert code == 2 and "is a file" in err
 
 
 def test_outputs_are_atomic(work, tmp_path, monkeypatch):
@@ -124,7 +124,7 @@ def test_outputs_are_atomic(work, tmp_path, monkeypatch):
         Path(path).write_bytes(b"RIFF"); raise OSError("No space left on device")
     monkeypatch.setattr(sf, "write", half_write)
     code, _, err = run("decode", tmp_path / "c.npz", tmp_path / "c.wav", "--model", work / "tiny")
-    assert code == 1 and "No space left" in err
+    assert code == 2 and "No space left" in err
     assert (tmp_path / "c.wav").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz", "c.wav"] # no temporary file left
 
@@ -142,17 +142,17 @@ def test_demo_on_a_given_clip_and_bad_kbps(work, tmp_path):
     code, out, _ = run("demo", work / "clip.wav", "--model", work / "tiny", "--out", tmp_path)
     assert code == 0 and "1.25 s of speech" in out and (tmp_path / "clip_6kbps.wav").exists()
     code, _, err = run("demo", "--model", work / "tiny", "--out", tmp_path, "--kbps", 7.3)
-    assert code == 1 and "expected a bitrate" in err
+    assert code == 2 and "expected a bitrate" in err
 
 
 def test_an_output_never_overwrites_its_input_or_lies_about_its_format(work, tmp_path):
     m = ["--model", work / "tiny"]
     audio = tmp_path / "same.flac"; shutil.copy(work / "clip44.flac", audio); before = audio.read_bytes()
     code, _, err = run("encode", audio, audio, *m)
-    assert code == 1 and "ending in .npz" in err and audio.read_bytes() == before
+    assert code == 2 and "ending in .npz" in err and audio.read_bytes() == before
     assert run("encode", audio, tmp_path / "t.npz", *m)[0] == 0
     tokens = (tmp_path / "t.npz").read_bytes()
     code, _, err = run("decode", tmp_path / "t.npz", tmp_path / "t.npz", *m)
-    assert code == 1 and (tmp_path / "t.npz").read_bytes() == tokens
+    assert code == 2 and (tmp_path / "t.npz").read_bytes() == tokens
     code, _, err = run("decode", tmp_path / "t.npz", tmp_path / "x.flac", *m)
-    assert code == 1 and "got" in err and "x.flac" in err and not (tmp_path / "x.flac").exists()
+    assert code == 2 and "got" in err and "x.flac" in err and not (tmp_path / "x.flac").exists()
