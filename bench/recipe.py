@@ -5,6 +5,8 @@
     .venv/bin/python bench/recipe.py status                  # step, CPU-hours and last validation of every run
     .venv/bin/python bench/recipe.py score [NAME ...]        # rotvq-eval on all of dev, table + plot in bench/results/recipe/
     .venv/bin/python bench/recipe.py snapshot NAME           # generator + discriminators into bench/results/recipe/NAME/snapshot
+    .venv/bin/python bench/recipe.py long                    # the long run: the winner continued with no CPU cap (RUNS/long)
+    .venv/bin/python bench/recipe.py curve                   # score the long run on all of dev, add to long/curve.json + plot
 
 Every candidate is `rotvq-train small` plus the overrides below, trained to the same CPU budget (`--max_cpu_minutes`,
 counted in the training process over all resumes), one torch thread, no loader workers, run folder
@@ -19,31 +21,48 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "recipe"
 RUNS = Path(os.environ.get("ROTVQ_RECIPE_RUNS", Path.home() / ".cache" / "rotvq" / "recipe"))
 
-# Fixes 1 (codebooks) and the float32 iSTFT head are in the code; each candidate names what it changes on top.
-FIXED = {"loss.complex_stft": 45}
+# Fixes 1 (codebooks) and the float32 iSTFT head are in the code; each candidate names what it changes on top, and
+# names the quantizer explicitly, so that a candidate means the same run whatever `small` is today (the pilots' winner,
+# Euclidean codes, became `small` after them).
+COSINE, EUCLID = {"grad": "rotation", "lookup": "cosine"}, {"grad": "rotation", "lookup": "euclidean"}
+FIXED = {"loss.complex_stft": 45, "codec.quantizer": COSINE}
 CANDIDATES = {
     "fixed": ("fixes 1+2: the learning codebooks, compressed-complex-STFT MSE x45", FIXED),
-    "euclid": ("fixed + Euclidean codes (no unit-norm codes: lambda = |q|/|e| varies)",
-               FIXED | {"codec.quantizer": {"grad": "rotation", "lookup": "euclidean"}}),
+    "euclid": ("fixed + Euclidean codes (no unit-norm codes: lambda = |q|/|e| varies)", FIXED | {"codec.quantizer": EUCLID}),
+    "euclid-ste": ("euclid with the straight-through estimator instead of the rotation trick",
+                   FIXED | {"codec.quantizer": EUCLID | {"grad": "ste"}}),
     "gan1k": ("fixed + adversarial phase from step 1000 (not 4000)", FIXED | {"loss.adv_start_step": 1000}),
     "drop0": ("fixed + no quantizer dropout", FIXED | {"codec.quantizer_dropout": 0.0}),
     "wide": ("fixed + a wider decoder (384, 192), 4 + 4 blocks",
              FIXED | {"codec.decoder_dims": [384, 192], "codec.decoder_depths": [4, 4]}),
     "decay999": ("fixed + codebook EMA decay 0.999 (holds the codes better, follows the encoder 10x slower)",
-                 FIXED | {"codec.quantizer": {"grad": "rotation", "lookup": "cosine", "decay": 0.999}}),
+                 FIXED | {"codec.quantizer": COSINE | {"decay": 0.999}}),
     "ste": ("fixed with the straight-through estimator instead of the rotation trick",
-            FIXED | {"codec.quantizer": {"grad": "ste", "lookup": "cosine"}}),
+            FIXED | {"codec.quantizer": COSINE | {"grad": "ste"}}),
 }
+WINNER = "euclid" # its run, continued past the pilot budget, is the long run
+LONG = "long"
 COMMON = {"num_workers": 0, "val_every": 500, "ckpt_every": 250, "log_every": 50}
 
 
-def train_command(name, cpu_minutes):
+def train_command(name, cpu_minutes, out=None, extra=()):
+    "`rotvq-train small` with candidate `name`'s overrides into RUNS/name (or `out`); no CPU cap when `cpu_minutes` is None."
     _, over = CANDIDATES[name]
     opts = " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in over.items())
-    cmd = [sys.executable, "-m", "rotvq_audio.train", "small", "--out", str(RUNS / name), "--resume", "--threads", "1",
-           "--max_cpu_minutes", str(cpu_minutes), "--opts", opts]
+    cmd = [sys.executable, "-m", "rotvq_audio.train", "small", "--out", str(out or RUNS / name), "--resume", "--threads", "1"]
+    if cpu_minutes is not None: cmd += ["--max_cpu_minutes", str(cpu_minutes)]
+    cmd += ["--opts", opts, *extra]
     for k, v in COMMON.items(): cmd += [f"--{k}", str(v)]
     return cmd
+
+
+def start(cmd, run):
+    "Run `cmd` in the background (nohup, one thread), appending its output to RUN/train.out."
+    run.mkdir(parents=True, exist_ok=True)
+    with open(run / "train.out", "a") as out:
+        p = subprocess.Popen(["nohup", *cmd], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+                             env=os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+    print(f"{run.name}: pid {p.pid}: {' '.join(cmd)}")
 
 
 def records(run):
@@ -64,16 +83,28 @@ def last_records(run):
 def cmd_train(a):
     for name in a.names:
         if name not in CANDIDATES: sys.exit(f"recipe.py: unknown candidate {name!r}; expected one of {sorted(CANDIDATES)}")
-        (RUNS / name).mkdir(parents=True, exist_ok=True)
-        cmd = train_command(name, a.cpu_minutes)
-        with open(RUNS / name / "train.out", "a") as out:
-            p = subprocess.Popen(["nohup", *cmd], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-                                 env=os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-        print(f"{name}: pid {p.pid}: {' '.join(cmd)}")
+        start(train_command(name, a.cpu_minutes), RUNS / name)
+
+
+def cmd_long(a):
+    """The long run: the winner's pilot run folder copied to RUNS/long and resumed with no CPU cap. On a fresh machine
+    without either folder, the committed snapshot bench/results/recipe/long/snapshot continues as a fine-tune (fresh
+    optimiser, adversarial losses from its first step)."""
+    import shutil
+    run, snap = RUNS / LONG, RESULTS / LONG / "snapshot"
+    extra = ()
+    if not (run / "log.jsonl").exists():
+        train, _ = last_records(RUNS / WINNER)
+        if train is not None and train["cpu_hours"] >= a.cpu_minutes / 60 - 0.05:
+            shutil.copytree(RUNS / WINNER, run, ignore=shutil.ignore_patterns(".lock", "train.out"), dirs_exist_ok=True)
+            print(f"{LONG}: continues {RUNS / WINNER} at {train['cpu_hours']:.2f} CPU-h")
+        elif (snap / "model.safetensors").exists(): extra = ("--init", str(snap), "--loss.adv_start_step", "0")
+        else: sys.exit(f"recipe.py: the long run needs {WINNER}'s pilot finished ({a.cpu_minutes / 60:g} CPU-h) or {snap}")
+    start(train_command(WINNER, None, out=run, extra=extra), run)
 
 
 def cmd_status(a):
-    for name in CANDIDATES:
+    for name in [*CANDIDATES, LONG]:
         train, val = last_records(RUNS / name)
         if train is None: continue
         v = {k.split("/")[0][4:] + " " + k.split("/")[1]: round(x, 3) for k, x in (val or {}).items()
@@ -169,9 +200,44 @@ def cmd_score(a):
         rows.append(row_of(name, rep, train, a.cpu_minutes)); runs[name] = RUNS / name
         print(f"{name}: step {train['step']}, {train['cpu_hours']:.2f} CPU-h: " +
               ", ".join(f"{k} kbps PESQ-WB {rows[-1][k]['pesq_wb']:.3f} STOI {rows[-1][k]['stoi']:.3f}" for k in ("1.5", "3", "6")), flush=True)
+    old = json.loads((a.out / "results.json").read_text()) if (a.out / "results.json").exists() else []
+    rows = [r for r in old if r["candidate"] not in {r["candidate"] for r in rows}] + rows # rows of earlier scorings are kept
+    rows.sort(key=lambda r: list(CANDIDATES).index(r["candidate"]))
+    runs = {r["candidate"]: RUNS / r["candidate"] for r in rows}
     (a.out / "results.json").write_text(json.dumps(rows, indent=1) + "\n")
     write_table(rows, a.out); plot(rows, runs, a.out)
     print((a.out / "table.md").read_text())
+
+
+def cmd_curve(a):
+    """Score the long run's newest checkpoint on all of dev, add it to bench/results/recipe/long/curve.json, and plot
+    dev PESQ-WB / STOI against CPU-hours: these full-dev points over the trainer's validation subset."""
+    from rotvq_audio.evaluate import run_eval
+    run, out = RUNS / LONG, RESULTS / LONG
+    train, _ = last_records(run)
+    if train is None: sys.exit(f"recipe.py: no long run in {run}")
+    out.mkdir(parents=True, exist_ok=True)
+    points = json.loads((out / "curve.json").read_text()) if (out / "curve.json").exists() else []
+    if not a.plot_only:
+        rep = run_eval(str(run), "dev", out=str(out / "eval"), max_files=a.max_files, workers=a.workers, quiet=True)
+        by = {f"{b['kbps']:g}": {k: round(v, 4) for k, v in b["means"].items()} for b in rep["bitrates"]}
+        points = [p for p in points if p["step"] != train["step"]] + [{"step": train["step"], "cpu_hours": round(train["cpu_hours"], 3),
+                                                                         "n_files": rep["n_files"], **by}]
+        points.sort(key=lambda p: p["cpu_hours"])
+        (out / "curve.json").write_text(json.dumps(points, indent=1) + "\n")
+    import matplotlib; matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    val = val_curve(run)
+    for ax, metric, name in ((axes[0], "pesq_wb", "PESQ-WB"), (axes[1], "stoi", "STOI")):
+        for i, kbps in enumerate(("1.5", "3", "6")):
+            ax.plot([c for c, _ in val], [v.get(f"val_{kbps}kbps/{metric}", float("nan")) for _, v in val], ":", color=f"C{i}", alpha=0.6)
+            ax.plot([p["cpu_hours"] for p in points], [p[kbps][metric] for p in points], "o-", color=f"C{i}", label=f"{kbps} kbps, all of dev")
+        ax.set(xlabel="CPU-hours of training (one thread)", ylabel=name, title=f"{name}: dev (dots: 8-clip validation subset)")
+        ax.grid(alpha=0.3); ax.legend(fontsize=7)
+    fig.tight_layout(); fig.savefig(out / "curve.png", dpi=110); plt.close(fig)
+    for p in points: print(f"{p['cpu_hours']:6.2f} CPU-h step {p['step']:6d}: " + ", ".join(
+        f"{k} kbps PESQ-WB {p[k]['pesq_wb']:.3f} STOI {p[k]['stoi']:.3f}" for k in ("1.5", "3", "6")))
 
 
 if __name__ == "__main__":
@@ -180,9 +246,13 @@ if __name__ == "__main__":
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list"); sub.add_parser("status")
     sn = sub.add_parser("snapshot"); sn.add_argument("names", nargs="+")
+    sub.add_parser("long")
+    c = sub.add_parser("curve"); c.add_argument("--workers", type=int, default=2); c.add_argument("--max_files", type=int, default=None)
+    c.add_argument("--plot_only", action="store_true", help="redraw curve.png from curve.json")
     t = sub.add_parser("train"); t.add_argument("names", nargs="+")
     s = sub.add_parser("score"); s.add_argument("names", nargs="*"); s.add_argument("--workers", type=int, default=2)
     s.add_argument("--max_files", type=int, default=None, help="score only the first N dev clips (smoke tests)")
     s.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args()
-    {"list": cmd_list, "train": cmd_train, "status": cmd_status, "score": cmd_score, "snapshot": cmd_snapshot}[a.cmd](a)
+    {"list": cmd_list, "train": cmd_train, "status": cmd_status, "score": cmd_score, "snapshot": cmd_snapshot, "long": cmd_long,
+     "curve": cmd_curve}[a.cmd](a)

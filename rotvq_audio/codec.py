@@ -20,7 +20,8 @@ from .modules import PaddedConv1d, ChannelLayerNorm, ConvNeXtStack, Resample, ST
 from .quantize import ResidualVQ, QuantizerStats
 
 # %% auto #0
-__all__ = ['CONFIG_NAME', 'WEIGHTS_NAME', 'CodecConfig', 'Encoder', 'Decoder', 'CodecModel', 'CodecOutput', 'bundled_model_dir']
+__all__ = ['EUCLIDEAN', 'CONFIG_NAME', 'WEIGHTS_NAME', 'CodecConfig', 'Encoder', 'Decoder', 'CodecModel', 'CodecOutput',
+           'bundled_model_dir']
 
 # %% ../nbs/04_codec.ipynb #bbbd5f8e
 @dataclass
@@ -67,16 +68,18 @@ def tiny(cls: CodecConfig, **kw):
     return cls(**{**dict(encoder_dims=(16, 32), encoder_depths=(1, 1), decoder_dims=(32, 16), decoder_depths=(1, 1),
                          latent_dim=16), **kw})
 
+EUCLIDEAN = dict(grad="rotation", lookup="euclidean") # the recipe pilots' winner (bench/recipe.py)
+
 @patch(cls_method=True)
 def small(cls: CodecConfig, **kw):
-    "The CPU-trainable codec, about 3.4 M parameters."
-    return cls(**kw)
+    "The CPU-trainable codec, about 3.4 M parameters, with Euclidean codes."
+    return cls(**{**dict(quantizer=EUCLIDEAN), **kw})
 
 @patch(cls_method=True)
 def base(cls: CodecConfig, **kw):
-    "The GPU codec, about 16 M parameters."
+    "The GPU codec, about 16 M parameters, with Euclidean codes."
     return cls(**{**dict(encoder_dims=(192, 384), encoder_depths=(2, 3), decoder_dims=(512, 256),
-                         decoder_depths=(6, 3), latent_dim=256), **kw})
+                         decoder_depths=(6, 3), latent_dim=256, quantizer=EUCLIDEAN), **kw})
 
 # %% ../nbs/04_codec.ipynb #a09f4375
 @patch

@@ -279,7 +279,7 @@ def save_checkpoint(run_dir, # run folder; checkpoints go to `run_dir/ckpt`
             torch.save(state, tmp/"state.pt")
             save_config(cfg, tmp/"train_config.json")
             _fsync(*tmp.rglob("*"), tmp); _save_hook(step)
-        except (OSError, RuntimeError) as e:  # a full disk shows up as e.g. "RuntimeError: ... unexpected pos"
+        except Exception as e:  # a full disk shows up as OSError, torch's "RuntimeError: ... unexpected pos", a SafetensorError
             shutil.rmtree(tmp, ignore_errors=True)
             free = shutil.disk_usage(root).free / 2**20
             raise OSError(f"could not write checkpoint {final} ({type(e).__name__}: {str(e).splitlines()[0][:100]}); "
@@ -347,8 +347,14 @@ def export_model(ckpt:Path, run_dir) -> Path:
     "Refresh `run_dir/model` from the generator and discriminators of checkpoint `ckpt`."
     dst = Path(run_dir)/"model"; tmp, old = dst.with_name(".model.tmp"), dst.with_name(".model.old")
     for d in (tmp, old): shutil.rmtree(d, ignore_errors=True)
-    shutil.copytree(Path(ckpt)/"generator", tmp)
-    shutil.copy2(Path(ckpt)/DISCRIMINATORS_NAME, tmp/DISCRIMINATORS_NAME)
+    try:
+        shutil.copytree(Path(ckpt)/"generator", tmp)
+        shutil.copy2(Path(ckpt)/DISCRIMINATORS_NAME, tmp/DISCRIMINATORS_NAME)
+    except OSError as e: # a full disk: leave no half copy behind, and say what is still safe
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(f"could not write checkpoint {Path(ckpt).name}'s model to {dst} ({e.strerror or e}); "
+                      f"{shutil.disk_usage(dst.parent).free / 2**20:.0f} MiB free on that disk. The checkpoint itself is intact: "
+                      "free some space, then --resume") from None
     if dst.exists(): os.replace(dst, old)
     os.replace(tmp, dst); shutil.rmtree(old, ignore_errors=True)
     return dst

@@ -222,3 +222,57 @@ def test_a_full_disk_during_a_save_is_one_clear_line(tmp_path, monkeypatch, caps
     assert rc == 2 and len(err.splitlines()) == 1 and "could not write checkpoint" in err and "MiB free" in err
     assert ckpt_names(tmp_path/"run") == ["step-0000001", "step-0000002"] and not list((tmp_path/"run"/"ckpt").glob(".tmp-*"))
     assert (tmp_path/"run"/"ckpt"/"latest").read_text() == "step-0000002"
+
+
+def test_kill_9_at_random_moments_then_resume_matches_an_uninterrupted_run(tmp_path):
+    "SIGKILL a training process 5 times at seeded random moments (mid-step, mid-save, mid-log), resume each time."
+    import random
+    args = ["tiny", "--val_clips", "0", "--max_train_clips", "8", "--adv_start_step", "8", "--steps", "24", "--ckpt_every", "2",
+            "--log_every", "1", "--num_workers", "0", "--threads", "1", "--quiet", "--resume"]
+    straight = main(args[:1] + ["--out", str(tmp_path/"straight")] + args[1:])
+    assert straight == 0
+    run, rng, kills = tmp_path/"killed", random.Random(0), 0
+    while kills < 5:
+        p = subprocess.Popen([sys.executable, "-m", "rotvq_audio.train", *args, "--out", str(run)], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try: p.wait(rng.uniform(3.0, 8.0)); assert p.returncode == 0, p.stderr.read(); break  # it finished first
+        except subprocess.TimeoutExpired: p.kill(); p.wait(); kills += 1
+    assert main(args[:1] + ["--out", str(run)] + args[1:]) == 0  # finish (at once, if already done)
+    assert find_checkpoint(run).name == "step-0000024" and not list((run/"ckpt").glob(".tmp-*"))
+    a, b = (st.load_file(str(r/"model"/"model.safetensors")) for r in (tmp_path/"straight", run))
+    for k in a: torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    "A small tmpfs at tmp_path/disk (a full disk for real), or skip where `mount` is not allowed."
+    d = tmp_path/"disk"; d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=28m", "tmpfs", str(d)], capture_output=True, text=True)
+    if r.returncode: pytest.skip(f"mount is not allowed here: {r.stderr.strip()[:80]}")
+    yield d
+    subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def test_a_really_full_disk_during_a_save_is_one_line_and_keeps_the_last_checkpoint(tmp_path, small_disk, capsys):
+    run = small_disk/"run"
+    args = ["tiny", "--out", str(run), "--resume", "--val_clips", "0", "--max_train_clips", "8", "--adv_start_step", "1000",
+            "--num_workers", "0", "--ckpt_every", "1", "--keep_ckpts", "5", "--quiet"]
+    rc = main(args + ["--steps", "50"])  # 11 MB each (weights, optimiser, discriminators): the third does not fit in 28 MiB
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "could not write checkpoint" in err, err
+    good = find_checkpoint(run)
+    assert good is not None and not list((run/"ckpt").glob(".tmp-*"))  # no half checkpoint left to fill the disk
+    Trainer(load_config(str(run)), resume=True, quiet=True)  # and the last one still loads
+
+
+def test_cli_output_onto_a_full_disk_keeps_the_old_file(tmp_path, small_disk):
+    import numpy as np, soundfile as sf
+    from rotvq_audio import cli
+    from rotvq_audio.codec import CodecConfig, CodecModel
+    CodecModel(CodecConfig.tiny()).save_pretrained(tmp_path/"tiny")
+    sf.write(tmp_path/"long.wav", np.zeros(16000 * 60, np.float32), 16000)  # 60 s: 1.9 MB of 16-bit WAV output
+    assert cli.main(["encode", str(tmp_path/"long.wav"), str(tmp_path/"long.npz"), "--model", str(tmp_path/"tiny"), "-q"]) == 0
+    old = small_disk/"out.wav"; old.write_bytes(b"old audio")
+    (small_disk/"ballast").write_bytes(bytes(28_800_000))
+    assert cli.main(["decode", str(tmp_path/"long.npz"), str(old), "--model", str(tmp_path/"tiny"), "-q"]) == 2
+    assert old.read_bytes() == b"old audio" and sorted(p.name for p in small_disk.iterdir()) == ["ballast", "out.wav"]

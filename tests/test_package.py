@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "rotvq_audio"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 SCRIPTS = PYPROJECT["project"]["scripts"]  # {"rotvq": "rotvq_audio.cli:main", ...}
-DATA = ["pretrained/default/config.json", "pretrained/default/model.safetensors", "pretrained/default/MODEL_CARD.md",
+DATA = ["pretrained/default/config.json", "pretrained/default/model.safetensors", "pretrained/default/discriminators.safetensors",
+        "pretrained/default/MODEL_CARD.md",
         "assets/demo.flac", "configs/tiny.json", "configs/small.json", "configs/base.json"]
 NOT_SHIPPED = ("nbs/", "tests/", "bench/", "data_scripts/", ".ci/", ".github/", "shared/", "speech/", "_proc/", "_docs")
 

@@ -216,6 +216,9 @@ def test_finetune_from_the_bundled_model(tmp_path):
     weights = [k for k in moved if ".codebook." not in k]  # the EMA codebooks move by their own rule
     assert weights and max(float((first[k] - bundled[k]).abs().max()) for k in weights) < 1e-3  # one warm-up step away
     assert json.loads((run/"train_config.json").read_text())["codec"] == json.loads((bundled_model_dir()/"config.json").read_text())
+    d0 = st.load_file(str(bundled_model_dir()/"discriminators.safetensors"))  # the discriminators ship beside the weights
+    d1 = st.load_file(str(run/"ckpt"/"step-0000001"/"discriminators.safetensors"))
+    assert d1.keys() == d0.keys() and all(torch.equal(d1[k], d0[k]) for k in d0)  # loaded; not trained before the GAN phase
 
 
 def test_init_errors_are_one_line(tmp_path, capsys):
