@@ -1,13 +1,12 @@
 "Bad input to the CLI and the API: permissions, folder runs past bad files, forged token files, odd arrays, bounded memory."
-import contextlib, io, json, math, os, resource, stat, subprocess, sys, zipfile
-from pathlib import Path
+import io, json, os, stat, subprocess, sys, zipfile
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
-from rotvq_audio import cli
+from conftest import run_rotvq as run  # `rotvq ARGS` in-process: (status, stdout, stderr)
 from rotvq_audio.codec import CodecConfig, CodecModel
 from rotvq_audio.tokenizer import Codec, load_tokens, token_file_header
 
@@ -25,13 +24,6 @@ def work(tmp_path_factory):
     return d
 
 
-def run(*argv):
-    "`rotvq ARGS` in-process: (status, stdout, stderr)."
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try: code = cli.main([str(a) for a in argv])
-        except SystemExit as e: code = e.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def one_line_error(code, err, *needles):

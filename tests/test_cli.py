@@ -1,5 +1,5 @@
 """The `rotvq` command: exit statuses, messages, folder runs that skip bad files, atomic outputs."""
-import contextlib, io, math, shutil, subprocess, sys
+import math, shutil, subprocess, sys
 from pathlib import Path
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from rotvq_audio import cli
+from conftest import run_rotvq as run  # `rotvq ARGS` in-process: (status, stdout, stderr)
 from rotvq_audio.codec import CodecConfig, CodecModel
 from rotvq_audio.data import load_audio
 from rotvq_audio.tokenizer import load_tokens
@@ -32,13 +32,6 @@ def work(tmp_path_factory):
     return d
 
 
-def run(*argv):
-    "`rotvq ARGS` in-process: (status, stdout, stderr)."
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try: code = cli.main([str(a) for a in argv])
-        except SystemExit as e: code = e.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def shell(*argv, cwd=None):
