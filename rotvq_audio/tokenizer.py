@@ -268,9 +268,8 @@ def check_codes(codes, # (B, n_q, N) integer codes, -1 past the end of shorter i
     if not torch.is_tensor(codes): raise TypeError(f"expected codes as a tensor or NumPy array (B, n_q, N), got {type(codes).__name__}")
     if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
         raise ValueError(f"expected integer codes, got {codes.dtype}")
-    top = max_n_q or max(codes.shape[1:2] or (1,))
-    if codes.dim() != 3 or 0 in codes.shape or codes.shape[1] > top:
-        raise ValueError(f"expected codes shaped (B, n_q, N) with B ≥ 1, 1 ≤ n_q ≤ {top} and N ≥ 1, got shape {tuple(codes.shape)}")
+    if codes.dim() != 3 or 0 in codes.shape or codes.shape[1] > (max_n_q or math.inf):
+        raise ValueError(f"expected codes shaped (B, n_q, N) with B ≥ 1, 1 ≤ n_q ≤ {max_n_q or 'any'} and N ≥ 1, got shape {tuple(codes.shape)}")
     codes = codes.long()
     if (codes >= codebook_size).any() or (codes < PAD_CODE).any():
         raise ValueError(f"expected codes in [0, {codebook_size}) (or -1 as padding), got values in [{int(codes.min())}, {int(codes.max())}]")
@@ -474,7 +473,7 @@ def save_tokens(path, # destination, conventionally `.npz`
 _META_KEYS = ("format_version", "model", "model_hash", "sample_rate", "frame_rate", "codebook_size", "n_q", "lengths")
 _MAX_META_BYTES = 1 << 24 # the JSON header: a few hundred bytes plus 8 per item
 
-def _npy_header(zf: zipfile.ZipFile, name: str, file_size: int, max_bytes: int = None) -> tuple: # (shape, dtype, fortran order)
+def _npy_header(zf: zipfile.ZipFile, name: str, file_size: int, max_bytes: int = None) -> tuple: # (shape, dtype, fortran order, data offset)
     "The shape and dtype of member `name` of an .npz, once its claimed size fits the file that holds it."
     try: info = zf.getinfo(name)
     except KeyError: raise ValueError(f"expected a member {name}, found {zf.namelist()[:4]}") from None
@@ -486,15 +485,16 @@ def _npy_header(zf: zipfile.ZipFile, name: str, file_size: int, max_bytes: int =
         if version not in ((1, 0), (2, 0)): raise ValueError(f"{name} has .npy format {version}, expected 1.0 or 2.0")
         shape, fortran, dtype = (np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0)(f)
         if dtype.hasobject: raise ValueError(f"{name} holds Python objects")
-        if f.tell() + math.prod(shape) * dtype.itemsize != info.file_size:
-            raise ValueError(f"{name}'s header claims shape {shape} of {dtype}, which is not the {info.file_size - f.tell()} bytes it holds")
-    return shape, dtype, fortran
+        offset = f.tell()
+        if offset + math.prod(shape) * dtype.itemsize != info.file_size:
+            raise ValueError(f"{name}'s header claims shape {shape} of {dtype}, which is not the {info.file_size - offset} bytes it holds")
+    return shape, dtype, fortran, offset
 
-def _npy_array(zf: zipfile.ZipFile, name: str, file_size: int, max_bytes: int = None) -> np.ndarray:
-    "Member `name` of an .npz, read only after `_npy_header` checked its size."
-    shape, dtype, fortran = _npy_header(zf, name, file_size, max_bytes)
+def _npy_array(zf: zipfile.ZipFile, name: str, header: tuple) -> np.ndarray:
+    "Member `name` of an .npz, read only after `_npy_header` checked its size (its `header`)."
+    shape, dtype, fortran, offset = header
     n = math.prod(shape) * dtype.itemsize
-    with zf.open(name) as f: data = f.read()[-n:] if n else b"" # the header is a few hundred bytes before the data
+    with zf.open(name) as f: f.read(offset); data = f.read(n)
     if len(data) != n: raise ValueError(f"{name} is truncated")
     return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
 
@@ -503,11 +503,11 @@ def _read_npz(path: Path, codes: bool):
     size = path.stat().st_size
     try:
         with zipfile.ZipFile(path) as zf:
-            meta = json.loads(_npy_array(zf, "meta.npy", size, _MAX_META_BYTES).item())
+            meta = json.loads(_npy_array(zf, "meta.npy", _npy_header(zf, "meta.npy", size, _MAX_META_BYTES)).item())
             header = _npy_header(zf, "codes.npy", size)
             if not isinstance(meta, dict): raise ValueError(f"expected a JSON object as metadata, got {type(meta).__name__}")
             _check_meta(meta, header, path)
-            return meta, header, _npy_array(zf, "codes.npy", size) if codes else None
+            return meta, header, _npy_array(zf, "codes.npy", header) if codes else None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError, TypeError, AttributeError, NotImplementedError) as e:
         msg = " ".join(str(e).split()) or type(e).__name__
         raise ValueError(msg if msg.startswith(f"token file {path}") else f"{path} is not a rotvq token file (an .npz with 'codes' and 'meta'): {msg}") from None
@@ -527,7 +527,7 @@ def _check_meta(meta: dict, header: tuple, path: Path):
     lens = meta["lengths"]
     if not isinstance(lens, list) or not lens or not all(type(n) is int and n > 0 for n in lens):
         raise bad(f"lengths a non-empty list of positive integers (samples per item), got {str(lens)[:60]}")
-    (shape, dtype, _), hop = header, round(sr / fr)
+    (shape, dtype, _, _), hop = header, round(sr / fr)
     n_frames = math.ceil(max(lens) / hop)
     if dtype.kind not in "iu" or shape != (len(lens), meta["n_q"], n_frames):
         raise bad(f"integer codes shaped (B={len(lens)}, n_q={meta['n_q']}, N={n_frames}) for its lengths, got {dtype} {shape}")
@@ -536,7 +536,7 @@ def token_file_header(path) -> tuple[dict, tuple]: # (metadata, codes shape (B, 
     "The validated metadata and codes shape of a token file, without reading the codes."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"no token file at {path}")
-    meta, (shape, _, _), _ = _read_npz(path, codes=False)
+    meta, (shape, *_), _ = _read_npz(path, codes=False)
     return meta, shape
 
 def load_tokens(path) -> Tokens:
