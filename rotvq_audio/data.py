@@ -48,20 +48,26 @@ def audio_info(path: str | os.PathLike  # wav, flac or ogg file
     return info.frames / info.samplerate, info.samplerate, info.channels
 
 # %% ../nbs/01_data.ipynb #8e400a49
-def read_audio(path: str | os.PathLike  # wav, flac or ogg file
+def read_audio(path: str | os.PathLike,  # wav, flac or ogg file
+               mono: bool = False,  # average the channels, block by block, into one
+               block_frames: int = 1 << 20,  # frames decoded at a time
               ) -> tuple[np.ndarray, int]:
     "Decode `path` to a float32 `(frames, channels)` array and its sample rate, validating what came back."
     p = check_audio_path(path)
     try:
-        info = sf.info(str(p))
-        data, sr = sf.read(str(p), dtype='float32', always_2d=True)
+        with sf.SoundFile(str(p)) as f:
+            sr, claimed, C = f.samplerate, f.frames, 1 if mono else f.channels
+            # libsndfile reports an unknown length as a huge count, so only trust a plausible header
+            out, n = np.empty((claimed if 0 < claimed < 2**40 else 0, C), np.float32), 0
+            for block in f.blocks(block_frames, dtype='float32', always_2d=True):
+                if mono: block = block.mean(axis=1, keepdims=True)  # (b, 1): the same sums as a whole-file mean
+                if not np.isfinite(block).all(): raise AudioError(f"expected finite samples, found NaN or Inf in {p}")
+                if n + len(block) > len(out): out = np.concatenate([out[:n], np.empty((max(len(block), n), C), np.float32)])
+                out[n:n + len(block)] = block; n += len(block)
     except (sf.SoundFileError, RuntimeError) as e: raise AudioError(f"cannot decode {p}: {e}") from e
-    # libsndfile reports an unknown length as a huge count, so only trust a plausible header
-    if 0 < info.frames < 2**40 and len(data) < info.frames:
-        raise AudioError(f"truncated audio in {p}: header says {info.frames} frames, decoded {len(data)}")
-    if len(data) == 0: raise AudioError(f"expected audio samples, got zero-length audio in {p}")
-    if not np.isfinite(data).all(): raise AudioError(f"expected finite samples, found NaN or Inf in {p}")
-    return data, sr
+    if 0 < claimed < 2**40 and n < claimed: raise AudioError(f"truncated audio in {p}: header says {claimed} frames, decoded {n}")
+    if n == 0: raise AudioError(f"expected audio samples, got zero-length audio in {p}")
+    return out[:n], sr
 
 # %% ../nbs/01_data.ipynb #425a219a
 def resample(x: torch.Tensor, # (..., T) samples at `sr`
@@ -88,22 +94,8 @@ def load_audio(path: str | os.PathLike,  # wav, flac or ogg file
                block_frames: int = 1 << 20, # frames read and averaged at a time
               ) -> torch.Tensor:
     "Float32 mono `(T,)` tensor of `path` at `sample_rate`; raises `AudioError` on bad input."
-    p = check_audio_path(path)
-    try:
-        with sf.SoundFile(str(p)) as f:
-            sr, claimed = f.samplerate, f.frames
-            # libsndfile reports an unknown length as a huge count, so only trust a plausible header
-            out, n = np.empty(claimed if 0 < claimed < 2**40 else 0, np.float32), 0
-            for block in f.blocks(block_frames, dtype='float32', always_2d=True):
-                m = block.mean(axis=1) # (b,): the same sums as a whole-file mean
-                if not np.isfinite(m).all(): raise AudioError(f"expected finite samples, found NaN or Inf in {p}")
-                if n + len(m) > len(out): out = np.concatenate([out[:n], np.empty(max(len(m), n), np.float32)])
-                out[n:n + len(m)] = m; n += len(m)
-    except (sf.SoundFileError, RuntimeError) as e: raise AudioError(f"cannot decode {p}: {e}") from e
-    if 0 < claimed < 2**40 and n < claimed: raise AudioError(f"truncated audio in {p}: header says {claimed} frames, decoded {n}")
-    if n == 0: raise AudioError(f"expected audio samples, got zero-length audio in {p}")
-    wav = torch.from_numpy(out[:n] if n < len(out) else out) # (T,)
-    return resample(wav, sr, sample_rate).contiguous()
+    data, sr = read_audio(path, mono=True, block_frames=block_frames)
+    return resample(torch.from_numpy(data[:, 0]), sr, sample_rate).contiguous()
 
 # %% ../nbs/01_data.ipynb #bfc321f2
 AUDIO_EXTS = ('.wav', '.flac', '.ogg')
