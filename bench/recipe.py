@@ -98,7 +98,11 @@ def cmd_long(a):
         if train is not None and train["cpu_hours"] >= a.cpu_minutes / 60 - 0.05:
             shutil.copytree(RUNS / WINNER, run, ignore=shutil.ignore_patterns(".lock", "train.out"), dirs_exist_ok=True)
             print(f"{LONG}: continues {RUNS / WINNER} at {train['cpu_hours']:.2f} CPU-h")
-        elif (snap / "model.safetensors").exists(): extra = ("--init", str(snap), "--loss.adv_start_step", "0")
+        elif (snap / "model.safetensors").exists():
+            extra = ("--init", str(snap), "--loss.adv_start_step", "0")
+            run.mkdir(parents=True, exist_ok=True) # where the snapshot stood: the curve counts CPU-hours and steps from there
+            (run / "continues.json").write_text((snap / "progress.json").read_text())
+            print(f"{LONG}: continues {snap} as a fine-tune (fresh optimiser)")
         else: sys.exit(f"recipe.py: the long run needs {WINNER}'s pilot finished ({a.cpu_minutes / 60:g} CPU-h) or {snap}")
     start(train_command(WINNER, None, out=run, extra=extra), run)
 
@@ -109,7 +113,8 @@ def cmd_status(a):
         if train is None: continue
         v = {k.split("/")[0][4:] + " " + k.split("/")[1]: round(x, 3) for k, x in (val or {}).items()
              if "/" in k and k.split("/")[1] in ("pesq_wb", "stoi")}
-        print(f"{name}: step {train['step']}, {train['cpu_hours']:.2f} CPU-h, mel {train.get('train/mel', float('nan')):.3f}, {v}")
+        cpu0, step0 = continued_from(RUNS / name)
+        print(f"{name}: step {step0 + train['step']}, {cpu0 + train['cpu_hours']:.2f} CPU-h, mel {train.get('train/mel', float('nan')):.3f}, {v}")
 
 
 def cmd_snapshot(a):
@@ -122,8 +127,9 @@ def cmd_snapshot(a):
         dst = RESULTS / name / "snapshot"; shutil.rmtree(dst, ignore_errors=True); dst.mkdir(parents=True)
         for f in ("config.json", "model.safetensors"): shutil.copy2(ckpt / "generator" / f, dst / f)
         shutil.copy2(ckpt / DISCRIMINATORS_NAME, dst / DISCRIMINATORS_NAME); shutil.copy2(ckpt / "train_config.json", dst)
-        (dst / "progress.json").write_text(json.dumps({"checkpoint": ckpt.name, "step": int(ckpt.name[5:]),
-                                                       "cpu_hours_at_last_log": train["cpu_hours"] if train else None}) + "\n")
+        cpu0, step0 = continued_from(RUNS / name) # a run continued from a snapshot counts from where that stood
+        (dst / "progress.json").write_text(json.dumps({"checkpoint": ckpt.name, "step": step0 + int(ckpt.name[5:]),
+                                                       "cpu_hours_at_last_log": cpu0 + train["cpu_hours"] if train else None}) + "\n")
         print(f"{name}: {ckpt} -> {dst}")
 
 
@@ -131,11 +137,20 @@ def cmd_list(a):
     for name, (what, over) in CANDIDATES.items(): print(f"{name}: {what}\n    {' '.join(train_command(name, a.cpu_minutes)[2:])}")
 
 
+def continued_from(run):
+    "(CPU-hours, steps) a run continued from: a snapshot's progress.json copied there by `long`; (0, 0) otherwise."
+    f = run / "continues.json"
+    if not f.exists(): return 0.0, 0
+    p = json.loads(f.read_text())
+    return p["cpu_hours_at_last_log"], p["step"]
+
+
 def val_curve(run):
     "(CPU-hours, {tag: value}) of every validation record of a run (the trainer's 8-clip validation subset)."
     out, cpu = [], 0.0
+    cpu0, _ = continued_from(run)
     for r in records(run):
-        if r.get("event") == "train": cpu = r["cpu_hours"]
+        if r.get("event") == "train": cpu = cpu0 + r["cpu_hours"]
         if r.get("event") == "val": out.append((cpu, r))
     return out
 
@@ -221,7 +236,9 @@ def cmd_curve(a):
     if not a.plot_only:
         rep = run_eval(str(run), "dev", out=str(out / "eval"), max_files=a.max_files, workers=a.workers, quiet=True)
         by = {f"{b['kbps']:g}": {k: round(v, 4) for k, v in b["means"].items()} for b in rep["bitrates"]}
-        points = [p for p in points if p["step"] != train["step"]] + [{"step": train["step"], "cpu_hours": round(train["cpu_hours"], 3),
+        cpu0, step0 = continued_from(run)
+        step, cpu = step0 + train["step"], cpu0 + train["cpu_hours"]
+        points = [p for p in points if p["step"] != step] + [{"step": step, "cpu_hours": round(cpu, 3),
                                                                          "n_files": rep["n_files"], **by}]
         points.sort(key=lambda p: p["cpu_hours"])
         (out / "curve.json").write_text(json.dumps(points, indent=1) + "\n")

@@ -915,8 +915,6 @@ def _flag_pairs(rest:list) -> dict:
         out[k.replace("-", "_")] = v; i += 1
     return out
 
-# `__file__` is unset inside notebooks, whose `__name__` is also "__main__"
-if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())
 
 # %% ../nbs/06_train.ipynb #d3b1081d
 def init_dir(init:str) -> Path:
@@ -935,3 +933,7 @@ def load_init(folder:Path, # a model folder from `init_dir`
         raise ValueError(f"the discriminators in {folder/DISCRIMINATORS_NAME} do not fit this run's loss config "
                          f"(mpd_periods, mpd_channels, mrd_resolutions, mrd_channels): {str(e).splitlines()[0]}") from None
     return True
+
+# %% ../nbs/06_train.ipynb #23279751
+# `__file__` is unset inside notebooks, whose `__name__` is also "__main__"
+if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())
