@@ -21,7 +21,7 @@ import torch
 from rotvq_audio.codec import CodecModel
 from rotvq_audio.evaluate import data_items, model_dir, reconstruct_fn, EVAL_METRICS
 from rotvq_audio.metrics import evaluate
-from rotvq_audio.tokenizer import Codec
+from rotvq_audio.api import Codec
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000

@@ -36,7 +36,7 @@ INSTALL = {"dac": "pip install --no-deps descript-audio-codec==1.0.0 descript-au
 
 def ours(size, kbps):
     from rotvq_audio.codec import CodecModel, CodecConfig
-    from rotvq_audio.tokenizer import bundled_model_dir
+    from rotvq_audio.api import bundled_model_dir
     bundled = bundled_model_dir()
     if size == "small" and (bundled / "config.json").is_file():
         m, weights = CodecModel.from_pretrained(bundled), "bundled"

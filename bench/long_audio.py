@@ -41,7 +41,7 @@ def long_speech(minutes: float) -> np.ndarray:
 
 def load_codec(model):
     from rotvq_audio import Codec
-    from rotvq_audio.tokenizer import bundled_model_dir
+    from rotvq_audio.api import bundled_model_dir
     if model is None and not (bundled_model_dir() / "config.json").is_file():
         from rotvq_audio.codec import CodecModel, CodecConfig
         import torch
@@ -54,7 +54,7 @@ def stage(args) -> dict:
     "One measurement, run in a fresh process."
     import torch
     torch.set_num_threads(args.threads)
-    from rotvq_audio.tokenizer import save_tokens, load_tokens
+    from rotvq_audio.api import save_tokens, load_tokens
     codec = load_codec(args.model)
     rss0 = peak_rss_mb()
     if args.stage == "encode":

@@ -67,7 +67,7 @@ def start(cmd, run):
 
 def records(run):
     "The records of a run's log (none before it starts)."
-    from rotvq_audio.train import read_log
+    from rotvq_audio.checkpoint import read_log
     return read_log(run / "log.jsonl") if (run / "log.jsonl").exists() else []
 
 
@@ -120,7 +120,7 @@ def cmd_status(a):
 def cmd_snapshot(a):
     "Copy a run's newest generator + discriminators (and where it stands) into bench/results/recipe/NAME/snapshot."
     import shutil
-    from rotvq_audio.train import find_checkpoint, DISCRIMINATORS_NAME
+    from rotvq_audio.checkpoint import find_checkpoint, DISCRIMINATORS_NAME
     for name in a.names:
         ckpt, (train, _) = find_checkpoint(RUNS / name), last_records(RUNS / name)
         if ckpt is None: sys.exit(f"recipe.py: no checkpoint of {name} in {RUNS / name}")

@@ -15,7 +15,9 @@ import argparse, json, os, platform, re, statistics, sys, tempfile, time, traceb
 from pathlib import Path
 
 import torch
-from rotvq_audio.train import Trainer, load_config, override
+from rotvq_audio.trainer import Trainer
+from rotvq_audio.config import load_config
+from rotvq_audio.core import override
 
 ROOT = Path(__file__).resolve().parents[1]
 

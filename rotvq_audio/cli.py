@@ -13,14 +13,16 @@ import numpy as np
 import soundfile as sf
 import torch
 from tqdm.auto import tqdm
-from .codec import _atomic_write, bundled_model_dir
+from .core import atomic_write, command_parser, dashed
+from .codec import bundled_model_dir
 from .data import AudioError, AUDIO_EXTS, load_audio
 from .metrics import pesq_wb, stoi, codebook_metrics
-from .tokenizer import Codec, Tokens, save_tokens, load_tokens, token_file_header
+from .api import Codec, Tokens, save_tokens, load_tokens, token_file_header
 
 # %% auto #0
-__all__ = ['load_codec', 'write_wav', 'check_output', 'encode_file', 'decode_file', 'map_folder', 'describe_tokens', 'demo_clip',
-           'round_trip', 'demo_report', 'demo', 'build_parser', 'main']
+__all__ = ['COMMANDS', 'load_codec', 'write_wav', 'check_output', 'encode_file', 'decode_file', 'map_folder', 'describe_tokens',
+           'demo_clip', 'round_trip', 'demo_report', 'demo', 'encode_command', 'decode_command', 'info_command',
+           'demo_command', 'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #7e58ec6c
 def load_codec(model: str | None = None) -> Codec:
@@ -36,7 +38,7 @@ def write_wav(path, # destination .wav
     "Write 16-bit PCM WAV atomically, clipping to [-1, 1]."
     x = np.clip(torch.as_tensor(audio).detach().cpu().float().reshape(-1).numpy(), -1, 1)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(Path(path), lambda tmp: sf.write(tmp, x, sample_rate, subtype="PCM_16", format="WAV"))
+    atomic_write(path, lambda tmp: sf.write(tmp, x, sample_rate, subtype="PCM_16", format="WAV"))
     return Path(path)
 
 def check_output(src, dst, # input and output paths of one file
@@ -164,47 +166,36 @@ def demo(codec: Codec, clip=None, # audio file; None: the shipped clip
     return demo_report(codec, clip, wav, results, keep, (npz, wav_out))
 
 # %% ../nbs/09_cli.ipynb #1d0f5540
-def _add_model(p): p.add_argument("--model", metavar="DIR", help="model folder (default: the bundled model)")
-
-def build_parser() -> argparse.ArgumentParser:
-    "The argument parser of `rotvq`."
-    ap = argparse.ArgumentParser(prog="rotvq", description="Speech to discrete tokens and back with the rotvq-audio codec.")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("encode", help="audio file or folder -> token file(s) (.npz)")
-    p.add_argument("input", help="audio file (wav, flac, ogg) or folder"); p.add_argument("output", help="token file (.npz) or folder")
-    p.add_argument("--kbps", type=float, help="bitrate: 1.5, 3 or 6 (default: all stages)"); _add_model(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
-    p = sub.add_parser("decode", help="token file or folder -> 16 kHz WAV file(s)")
-    p.add_argument("input", help="token file (.npz) or folder"); p.add_argument("output", help=".wav file or folder"); _add_model(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
-    p = sub.add_parser("info", help="describe a token file")
-    p.add_argument("input", help="token file (.npz)")
-    p = sub.add_parser("demo", help="round-trip a speech clip at 1.5, 3 and 6 kbps and report")
-    p.add_argument("clip", nargs="?", help="audio file (default: the shipped demo clip)")
-    p.add_argument("--kbps", type=float, default=6.0, help="bitrate whose tokens and audio are written (default: 6)")
-    p.add_argument("--out", default="rotvq_demo", metavar="DIR", help="output folder (default: ./rotvq_demo)"); _add_model(p)
-    return ap
-
-# %% ../nbs/09_cli.ipynb #770cf47e
-def _encode(a) -> int:
-    codec, src = load_codec(a.model), Path(a.input)
-    codec.n_q_for(a.kbps) # an unsupported bitrate fails before any file is read
+def encode_command(input:str, # audio file (wav, flac, ogg) or folder
+                   output:str, # token file (.npz) or folder
+                   kbps:float=None, # bitrate: 1.5, 3 or 6 (default: all stages)
+                   model:str=None, # model folder (default: the bundled model)
+                   quiet:bool=False, # no progress bar or summary
+                  ) -> int:
+    "Audio file or folder -> token file(s) (.npz)."
+    codec, src = load_codec(model), Path(input)
+    codec.n_q_for(kbps) # an unsupported bitrate fails before any file is read
     if src.is_dir():
-        done, failed = map_folder(lambda s, d: encode_file(codec, s, d, a.kbps), src, a.output, AUDIO_EXTS, ".npz", not a.quiet)
-        return _report_folder(done, failed, a.output, a.quiet)
-    dst = Path(a.output) / f"{src.stem}.npz" if Path(a.output).is_dir() else Path(a.output)
-    t = encode_file(codec, src, dst, a.kbps)
-    if not a.quiet: print(f"{dst}: {t.n_q} x {t.codes.shape[-1]} codes ({t.duration:.2f} s at {codec.bitrate(t.n_q) / 1000:g} kbps)")
+        done, failed = map_folder(lambda s, d: encode_file(codec, s, d, kbps), src, output, AUDIO_EXTS, ".npz", not quiet)
+        return _report_folder(done, failed, output, quiet)
+    dst = Path(output) / f"{src.stem}.npz" if Path(output).is_dir() else Path(output)
+    t = encode_file(codec, src, dst, kbps)
+    if not quiet: print(f"{dst}: {t.n_q} x {t.codes.shape[-1]} codes ({t.duration:.2f} s at {codec.bitrate(t.n_q) / 1000:g} kbps)")
     return 0
 
-def _decode(a) -> int:
-    codec, src = load_codec(a.model), Path(a.input)
+def decode_command(input:str, # token file (.npz) or folder
+                   output:str, # .wav file or folder
+                   model:str=None, # model folder (default: the bundled model)
+                   quiet:bool=False, # no progress bar or summary
+                  ) -> int:
+    "Token file or folder -> 16 kHz WAV file(s)."
+    codec, src = load_codec(model), Path(input)
     if src.is_dir():
-        done, failed = map_folder(lambda s, d: decode_file(codec, s, d), src, a.output, {".npz"}, ".wav", not a.quiet)
-        return _report_folder(done, failed, a.output, a.quiet)
-    dst = Path(a.output) / f"{src.stem}.wav" if Path(a.output).is_dir() else Path(a.output)
+        done, failed = map_folder(lambda s, d: decode_file(codec, s, d), src, output, {".npz"}, ".wav", not quiet)
+        return _report_folder(done, failed, output, quiet)
+    dst = Path(output) / f"{src.stem}.wav" if Path(output).is_dir() else Path(output)
     audio = decode_file(codec, src, dst)
-    if not a.quiet: print(f"{dst}: {audio.shape[-1] / codec.sample_rate:.2f} s at {codec.sample_rate} Hz")
+    if not quiet: print(f"{dst}: {audio.shape[-1] / codec.sample_rate:.2f} s at {codec.sample_rate} Hz")
     return 0
 
 def _report_folder(done, failed, out, quiet) -> int:
@@ -212,21 +203,41 @@ def _report_folder(done, failed, out, quiet) -> int:
     for p, msg in failed: print(f"rotvq: skipped {p}: {msg}", file=sys.stderr)
     return 2 if failed else 0
 
-def _info(a) -> int: print(describe_tokens(a.input)); return 0
+# %% ../nbs/09_cli.ipynb #770cf47e
+def info_command(input:str, # token file (.npz)
+                ) -> int:
+    "Describe a token file."
+    print(describe_tokens(input)); return 0
 
-def _demo(a) -> int: print(demo(load_codec(a.model), a.clip, a.kbps, a.out)); return 0
+def demo_command(clip:str=None, # audio file (default: the shipped demo clip)
+                 kbps:float=6.0, # bitrate whose tokens and audio are written
+                 out:str="rotvq_demo", # output folder
+                 model:str=None, # model folder (default: the bundled model)
+                ) -> int:
+    "Round-trip a speech clip at 1.5, 3 and 6 kbps and report."
+    print(demo(load_codec(model), clip, kbps, out)); return 0
 
 # %% ../nbs/09_cli.ipynb #d086bd5f
-_COMMANDS = dict(encode=_encode, decode=_decode, info=_info, demo=_demo)
+COMMANDS = dict(encode=(encode_command, ["input", "output"]), decode=(decode_command, ["input", "output"]),
+                info=(info_command, ["input"]), demo=(demo_command, ["clip"]))
+
+def build_parser() -> argparse.ArgumentParser:
+    "The argument parser of `rotvq`: one subcommand per function of `COMMANDS`."
+    ap = argparse.ArgumentParser(prog="rotvq", description="Speech to discrete tokens and back with the rotvq-audio codec.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (fn, pos) in COMMANDS.items():
+        command_parser(fn, pos=pos, short={"quiet": "-q"}, parser=sub.add_parser(name, help=fn.__doc__, description=fn.__doc__))
+    return ap
 
 def main(argv: list | None = None) -> int:
     "Entry point of `rotvq`."
-    a = build_parser().parse_args(argv)
-    try: return _COMMANDS[a.command](a)
+    a = vars(build_parser().parse_args(dashed(sys.argv[1:] if argv is None else argv)))
+    try: return COMMANDS[a.pop("command")][0](**a)
     except KeyboardInterrupt: print("rotvq: interrupted", file=sys.stderr); return 130
     except (AudioError, ValueError, TypeError, OSError) as e: # FileNotFoundError is an OSError
         print(f"rotvq: error: {_one_line(e)}", file=sys.stderr); return 2
     except Exception as e: print(f"rotvq: error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr); return 2
 
+# %% ../nbs/09_cli.ipynb #87a461af
 # `__file__` is unset inside notebooks, whose `__name__` is also "__main__"
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())

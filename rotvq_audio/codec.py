@@ -6,7 +6,7 @@ Docs: https://rotvq.github.io/rotvq-audio/codec.html.md"""
 
 # %% ../nbs/04_codec.ipynb #2606550e
 from __future__ import annotations
-import json, os, tempfile, math
+import json, os, math
 from importlib import resources
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
@@ -17,11 +17,11 @@ from fastcore.basics import patch
 from safetensors import safe_open
 from safetensors.torch import save_file, load_file
 from .modules import PaddedConv1d, ChannelLayerNorm, ConvNeXtStack, Resample, STFTFeatures, ISTFTHead
-from .quantize import ResidualVQ, QuantizerStats
+from .core import atomic_write, config_from_dict, config_to_dict
+from .quantize import ResidualVQ, QuantizerStats, QuantizerConfig, check_codes, bitrate, n_q_for_kbps
 
 # %% auto #0
-__all__ = ['EUCLIDEAN', 'CONFIG_NAME', 'WEIGHTS_NAME', 'CodecConfig', 'Encoder', 'Decoder', 'CodecModel', 'CodecOutput',
-           'bundled_model_dir']
+__all__ = ['CONFIG_NAME', 'WEIGHTS_NAME', 'CodecConfig', 'Encoder', 'Decoder', 'CodecModel', 'CodecOutput', 'bundled_model_dir']
 
 # %% ../nbs/04_codec.ipynb #bbbd5f8e
 @dataclass
@@ -43,7 +43,7 @@ class CodecConfig:
     codebook_size: int = 1024
     codebook_dim: int = 8
     quantizer_dropout: float = 0.5
-    quantizer: dict = field(default_factory=lambda: dict(grad="rotation", lookup="cosine")) # more `VectorQuantizer` options
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig) # how every stage quantizes and learns
     causal: bool = False # no look-ahead anywhere: padding on the left only
 
     def __post_init__(self):
@@ -59,39 +59,34 @@ class CodecConfig:
         if self.hop_length % self.stft_hop:
             raise ValueError(f"expected hop_length to be a multiple of stft_hop, got {self.hop_length} and {self.stft_hop}")
         if self.n_fft < self.stft_hop: raise ValueError(f"expected n_fft ≥ stft_hop, got {self.n_fft} < {self.stft_hop}")
-        self.quantizer = dict(self.quantizer)
+        if isinstance(self.quantizer, dict): self.quantizer = config_from_dict(QuantizerConfig, self.quantizer, "CodecConfig.quantizer")
 
 # %% ../nbs/04_codec.ipynb #21665c11
 @patch(cls_method=True)
 def tiny(cls: CodecConfig, **kw):
     "A codec for tests: a few thousand parameters outside the codebooks."
     return cls(**{**dict(encoder_dims=(16, 32), encoder_depths=(1, 1), decoder_dims=(32, 16), decoder_depths=(1, 1),
-                         latent_dim=16), **kw})
-
-EUCLIDEAN = dict(grad="rotation", lookup="euclidean") # the recipe pilots' winner (bench/recipe.py)
+                         latent_dim=16, quantizer=QuantizerConfig(lookup="cosine")), **kw})
 
 @patch(cls_method=True)
 def small(cls: CodecConfig, **kw):
     "The CPU-trainable codec, about 3.4 M parameters, with Euclidean codes."
-    return cls(**{**dict(quantizer=EUCLIDEAN), **kw})
+    return cls(**kw)
 
 @patch(cls_method=True)
 def base(cls: CodecConfig, **kw):
     "The GPU codec, about 16 M parameters, with Euclidean codes."
     return cls(**{**dict(encoder_dims=(192, 384), encoder_depths=(2, 3), decoder_dims=(512, 256),
-                         decoder_depths=(6, 3), latent_dim=256, quantizer=EUCLIDEAN), **kw})
+                         decoder_depths=(6, 3), latent_dim=256), **kw})
 
 # %% ../nbs/04_codec.ipynb #a09f4375
 @patch
-def to_dict(self: CodecConfig) -> dict: return asdict(self)
+def to_dict(self: CodecConfig) -> dict: return config_to_dict(self)
 
 @patch(cls_method=True)
 def from_dict(cls: CodecConfig, d: dict, source: str = "config"):
     "Build a config from a dict, naming unknown fields and `source` in the error."
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown: raise ValueError(f"unknown CodecConfig fields {unknown} in {source}; expected some of {sorted(known)}")
-    return cls(**d)
+    return config_from_dict(cls, d, f"CodecConfig ({source})")
 
 @patch
 def diff(self: CodecConfig, other: CodecConfig) -> dict:
@@ -144,7 +139,7 @@ class CodecModel(nn.Module):
         self.config = cfg = config or CodecConfig.small()
         self.encoder = Encoder(cfg)
         self.quantizer = ResidualVQ(cfg.latent_dim, cfg.n_q, cfg.codebook_size, cfg.codebook_dim,
-                                    cfg.quantizer_dropout, **cfg.quantizer)
+                                    cfg.quantizer_dropout, **asdict(cfg.quantizer))
         self.decoder = Decoder(cfg)
 
     sample_rate = property(lambda self: self.config.sample_rate)
@@ -156,41 +151,30 @@ class CodecModel(nn.Module):
 
     def bitrate(self, n_q: int = None) -> float:
         "Bits per second of `n_q` stages (all stages when None)."
-        return (n_q or self.n_q) * math.log2(self.codebook_size) * self.frame_rate
+        return bitrate(n_q or self.n_q, self.codebook_size, self.frame_rate)
 
 # %% ../nbs/04_codec.ipynb #cf3d8565
 @patch
 def n_q_for_kbps(self: CodecModel, kbps: float) -> int:
     "Number of stages giving `kbps` kilobits per second."
-    per_stage = self.bitrate(1) / 1000
-    n_q = round(kbps / per_stage) if math.isfinite(kbps) else 0 # inf and nan name no stage count
-    if not 1 <= n_q <= self.n_q or abs(n_q * per_stage - kbps) > 1e-6:
-        options = ", ".join(f"{per_stage * n:g}" for n in range(1, self.n_q + 1))
-        raise ValueError(f"expected a bitrate in kbps among {options}, got {kbps}")
-    return n_q
+    return n_q_for_kbps(kbps, self.codebook_size, self.frame_rate, self.n_q)
 
 # %% ../nbs/04_codec.ipynb #e33ca4de
 @patch
-def _check_audio(self: CodecModel, audio) -> torch.Tensor: # (B, 1, T) -> (B, 1, T'), T' a multiple of hop_length
+def _check_audio(self: CodecModel, audio, finite: bool = True) -> torch.Tensor: # (B, 1, T) -> (B, 1, T'), T' a multiple of hop_length
     if not torch.is_tensor(audio): raise ValueError(f"expected audio as a torch.Tensor (B, 1, T), got {type(audio).__name__}")
     if audio.dim() != 3 or audio.shape[1] != 1:
         raise ValueError(f"expected mono audio of shape (B, 1, T), got shape {tuple(audio.shape)}")
     if not audio.is_floating_point(): raise ValueError(f"expected floating point audio in [-1, 1], got {audio.dtype}")
     if audio.shape[-1] == 0: raise ValueError("expected at least one sample, got empty audio (T = 0)")
-    if not torch.isfinite(audio).all():
+    if finite and not torch.isfinite(audio).all():
         raise ValueError(f"expected finite audio, got {int((~torch.isfinite(audio)).sum())} NaN/Inf samples")
     return F.pad(audio, (0, (-audio.shape[-1]) % self.hop_length))
 
 @patch
 def _check_codes(self: CodecModel, codes) -> torch.Tensor:
-    if not torch.is_tensor(codes): raise ValueError(f"expected codes as a torch.Tensor (B, n_q, T), got {type(codes).__name__}")
-    if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.n_q:
-        raise ValueError(f"expected codes of shape (B, n_q, T) with 1 ≤ n_q ≤ {self.n_q}, got shape {tuple(codes.shape)}")
-    if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
-        raise ValueError(f"expected integer codes, got {codes.dtype}")
-    if codes.numel() and (codes.min() < 0 or codes.max() >= self.codebook_size):
-        raise ValueError(f"expected codes in [0, {self.codebook_size}), got values in [{int(codes.min())}, {int(codes.max())}]")
-    return codes.long()
+    "`check_codes` for this model: its codebook size and stages, no padding."
+    return check_codes(codes, self.codebook_size, self.n_q, padding=False)[0]
 
 # %% ../nbs/04_codec.ipynb #b9bd133a
 @dataclass
@@ -207,7 +191,7 @@ def forward(self: CodecModel, audio, # (B, 1, T) float audio at `sample_rate`
            ) -> CodecOutput:
     "Encode, quantize and decode `audio`."
     T = audio.shape[-1] if torch.is_tensor(audio) else 0
-    z = self.encoder(self._check_audio(audio)) # (B, latent_dim, N)
+    z = self.encoder(self._check_audio(audio, finite=not self.training)) # training skips the sync: the trainer checks its losses # (B, latent_dim, N)
     q = self.quantizer(z, n_q)
     return CodecOutput(self.decoder(q.quantized)[..., :T], q.codes, q.losses, q.stats)
 
@@ -216,17 +200,19 @@ def forward(self: CodecModel, audio, # (B, 1, T) float audio at `sample_rate`
 @torch.no_grad()
 def encode(self: CodecModel, audio, # (B, 1, T) float audio
            n_q: int = None, # stages to keep; None: all
+           check: bool = True, # check that the samples are finite (False: the caller has)
           ) -> torch.Tensor: # (B, n_q, ceil(T / hop_length)) int64
     "Codes of `audio`."
-    return self.quantizer.encode(self.encoder(self._check_audio(audio)), n_q)
+    return self.quantizer.encode(self.encoder(self._check_audio(audio, finite=check)), n_q)
 
 @patch
 @torch.no_grad()
 def decode(self: CodecModel, codes, # (B, n, N) integer codes, n ≤ n_q
            length: int = None, # trim to this many samples; None: N * hop_length
+           check: bool = True, # check the codes with `check_codes` (False: the caller has)
           ) -> torch.Tensor: # (B, 1, length)
     "Audio from codes."
-    codes = self._check_codes(codes)
+    codes = self._check_codes(codes) if check else codes
     full = codes.shape[-1] * self.hop_length
     if length is not None and not 0 < length <= full:
         raise ValueError(f"expected 0 < length ≤ {full} for {codes.shape[-1]} frames, got {length}")
@@ -235,34 +221,14 @@ def decode(self: CodecModel, codes, # (B, n, N) integer codes, n ≤ n_q
 # %% ../nbs/04_codec.ipynb #04a0f8ee
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
-def _umask() -> int:
-    "The process umask, read from /proc where it can be, so that the process-wide setting is never changed."
-    try: return int(next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("Umask:")).split()[1], 8)
-    except (OSError, StopIteration, ValueError): m = os.umask(0o022); os.umask(m); return m
-
-def _atomic_write(path: Path, write): # `write(tmp_path)` creates the file
-    "Write a file under a temporary name in the same folder, fsync it, then rename it to `path` with the umask's permissions."
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())
-        fd = os.open(tmp, os.O_RDONLY)
-        try: os.fsync(fd)
-        finally: os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
-
 @patch
 def save_pretrained(self: CodecModel, path): # folder, created if needed
     "Write `config.json` and `model.safetensors` into `path`, atomically."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
-    _atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     text = json.dumps(self.config.to_dict(), indent=2)
-    _atomic_write(path / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+    atomic_write(path / CONFIG_NAME, text)
 
 # %% ../nbs/04_codec.ipynb #576845c2
 def _modules_of(names) -> list[str]:

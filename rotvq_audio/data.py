@@ -17,12 +17,14 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from fastcore.basics import patch
 from torch.utils.data import Dataset
+from .core import atomic_write, command_parser, dashed
 
 # %% auto #0
 __all__ = ['AUDIO_EXTS', 'NARROWBAND_SOURCES', 'AudioError', 'check_audio_path', 'audio_info', 'read_audio', 'resample',
            'load_audio', 'scan_audio', 'write_manifest', 'build_manifest', 'read_manifest', 'speaker_split',
-           'default_speech_dir', 'speech_split', 'rms_db', 'crop_start', 'SpeechDataset', 'collate', 'manifest_summary',
-           'main']
+           'default_speech_dir', 'speech_split', 'rms_db', 'crop_start', 'SpeechDataset', 'collate', 'StepSampler',
+           'EpochCrops', 'as_float', 'channels_first', 'prepare_clip', 'as_clips', 'manifest_summary',
+           'manifest_command', 'main']
 
 # %% ../nbs/01_data.ipynb #437c0d34
 class AudioError(ValueError):
@@ -131,15 +133,14 @@ def write_manifest(rows: list[dict],           # manifest rows
     "Write `rows` to `out` as CSV or JSONL (by extension), atomically."
     out = Path(out)
     if out.suffix.lower() not in ('.csv', '.jsonl'): raise ValueError(f"expected a .csv or .jsonl manifest path, got {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(out.name + '.tmp')
-    with open(tmp_out, 'w', newline='') as f:
-        if out.suffix.lower() == '.jsonl':
-            for r in rows: f.write(json.dumps(r) + '\n')
-        else:
-            keys = list(dict.fromkeys(k for r in rows for k in r)) or ['path', 'duration', 'speaker']
-            w = csv.DictWriter(f, fieldnames=keys); w.writeheader(); w.writerows(rows)
-    os.replace(tmp_out, out)
+    def write(tmp):
+        with open(tmp, 'w', newline='') as f:
+            if out.suffix.lower() == '.jsonl':
+                for r in rows: f.write(json.dumps(r) + '\n')
+            else:
+                keys = list(dict.fromkeys(k for r in rows for k in r)) or ['path', 'duration', 'speaker']
+                w = csv.DictWriter(f, fieldnames=keys); w.writeheader(); w.writerows(rows)
+    atomic_write(out, write)
     return out
 
 # %% ../nbs/01_data.ipynb #4d96d023
@@ -317,6 +318,98 @@ def collate(batch: list[torch.Tensor]  # items of shape `(1, T)`
     if len(shapes) != 1: raise ValueError(f"expected crops of one shape, got {sorted(shapes)}")
     return torch.stack(batch)  # (B, 1, T)
 
+# %% ../nbs/01_data.ipynb #29325b6c
+class StepSampler(torch.utils.data.Sampler):
+    "Endless batch sampler: the batch of global step `s` depends only on (seed, s, rank)."
+    def __init__(self, n:int, batch_size:int, seed:int=0, start_step:int=0, rank:int=0, world_size:int=1):
+        if n < 1: raise ValueError("expected at least one training clip, got 0")
+        self.n, self.bs, self.seed, self.start, self.rank, self.world = n, batch_size, seed, start_step, rank, world_size
+    def perm(self, epoch:int) -> list:
+        g = torch.Generator().manual_seed(self.seed*1_000_003 + epoch)
+        return torch.randperm(self.n, generator=g).tolist()
+    def batch(self, step:int) -> list:
+        "[(clip index, epoch)] for this rank at global `step`."
+        gb = self.bs*self.world
+        first = step*gb + self.rank*self.bs
+        out, cache = [], {}
+        for i in range(first, first+self.bs):
+            e = i // self.n
+            if e not in cache: cache[e] = self.perm(e)
+            out.append((cache[e][i % self.n], e))
+        return out
+    def __iter__(self):
+        s = self.start
+        while True: yield self.batch(s); s += 1
+
+# %% ../nbs/01_data.ipynb #11fa0da4
+class EpochCrops(torch.utils.data.Dataset):
+    "Index a `SpeechDataset` by `(clip, epoch)`, so crops are a function of (seed, epoch, clip)."
+    def __init__(self, ds:SpeechDataset): self.ds = ds
+    def __len__(self): return len(self.ds)
+    def __getitem__(self, key):
+        i, epoch = key
+        self.ds.set_epoch(epoch)
+        return self.ds[i]
+
+# %% ../nbs/01_data.ipynb #72d61362
+_INT_SCALE = {torch.int16: 2.0 ** 15, torch.int32: 2.0 ** 31}
+
+def as_float(x, name) -> torch.Tensor:
+    "Float32 tensor of int16/int32/float samples."
+    x = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    if not torch.is_tensor(x): raise TypeError(f"expected a NumPy array or torch.Tensor of samples, got {type(x).__name__} for {name}")
+    if x.dtype in _INT_SCALE: return x.float() / _INT_SCALE[x.dtype]
+    if not x.is_floating_point(): raise ValueError(f"expected int16, int32 or float samples, got {x.dtype} in {name}")
+    return x.float()
+
+def channels_first(x, name, min_samples: int = 1) -> torch.Tensor: # (T,), (C, T) or (T, C) -> (C, T)
+    "One clip as `(C, T)`, C in {1, 2}; a 2-D clip must be `min_samples` long to tell time from channels."
+    if x.dim() == 1: x = x[None]
+    elif x.dim() == 2:
+        if max(x.shape) < min_samples:
+            raise ValueError(f"expected one clip shaped (C, T) or (T, C), got shape {tuple(x.shape)} in {name}: under 10 ms, "
+                             "time and channels cannot be told apart; pass (T,) for mono, or (B, C, T) or a list for a batch")
+        if x.shape[0] > x.shape[1]: x = x.T
+    else: raise ValueError(f"expected one clip shaped (T,), (C, T) or (T, C), got shape {tuple(x.shape)} in {name}")
+    if x.shape[0] > 2: raise ValueError(f"expected mono or stereo audio, got {x.shape[0]} channels in {name}")
+    return x
+
+# %% ../nbs/01_data.ipynb #139bd379
+def prepare_clip(x, sample_rate, target, name) -> torch.Tensor: # (C, T) -> (T',) at `target`
+    if x.shape[-1] == 0: raise ValueError(f"expected at least one sample, got empty audio in {name}")
+    # checked a second at a time: `isfinite` on a whole hour makes ~400 MB of temporaries
+    if not all(torch.isfinite(b).all() for b in x.split(16000, -1)):
+        raise ValueError(f"expected finite samples, got {int((~torch.isfinite(x)).count_nonzero())} NaN/Inf in {name}")
+    x = x[0] if x.shape[0] == 1 else x.mean(0) # a view for mono: an hour of audio is 230 MB
+    return resample(x, sample_rate, target)
+
+def as_clips(audio, # (T,), (C, T), (T, C), (B, C, T) array/tensor, or a list of clips
+             sample_rate: int, # rate of `audio`
+             target_rate: int = 16000, # rate of the returned clips
+             lengths=None, # valid samples per item of a padded (B, C, T) batch
+            ) -> list[torch.Tensor]: # B mono float32 clips (T_i,) at `target_rate`
+    "Any supported audio input as a list of mono float32 clips at `target_rate`."
+    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise ValueError(f"expected a positive integer sample_rate, got {sample_rate!r}")
+    if isinstance(audio, (list, tuple)):
+        if lengths is not None: raise ValueError("pass lengths with a padded (B, C, T) batch, not with a list of clips")
+        if not audio: raise ValueError("expected at least one clip, got an empty list")
+        clips = [channels_first(as_float(a, f"item {i}"), f"item {i}", sample_rate // 100) for i, a in enumerate(audio)]
+    else:
+        x = as_float(audio, "audio")
+        if x.dim() == 3:
+            if x.shape[0] == 0: raise ValueError(f"expected at least one clip, got an empty batch of shape {tuple(x.shape)} (B, C, T)")
+            if x.shape[1] > 2: raise ValueError(f"expected mono or stereo audio, got {x.shape[1]} channels in audio of shape {tuple(x.shape)} (B, C, T)")
+            clips = list(x)
+        else: clips = [channels_first(x, "audio", sample_rate // 100)]
+        if lengths is not None:
+            lengths = [int(n) for n in lengths]
+            if len(lengths) != len(clips) or not all(0 < n <= x.shape[-1] for n in lengths):
+                raise ValueError(f"expected {len(clips)} lengths in [1, {x.shape[-1]}], got {lengths}")
+            clips = [c[:, :n] for c, n in zip(clips, lengths)]
+    name = lambda i: "audio" if len(clips) == 1 else f"item {i}"
+    return [prepare_clip(c, int(sample_rate), target_rate, name(i)) for i, c in enumerate(clips)]
+
 # %% ../nbs/01_data.ipynb #94cf2f24
 def manifest_summary(rows: list[dict]  # manifest rows with `duration` and `speaker`
                     ) -> str:
@@ -324,19 +417,24 @@ def manifest_summary(rows: list[dict]  # manifest rows with `duration` and `spea
     hours = sum(float(r['duration']) for r in rows) / 3600
     return f"{len(rows)} files, {hours:.2f} hours, {len({r['speaker'] for r in rows})} speakers"
 
+def manifest_command(root:str, # folder searched recursively for .wav/.flac/.ogg
+                     out:str, # manifest to write (.csv or .jsonl)
+                     speaker_from:str="parent", # where the speaker id comes from
+                    ) -> int:
+    "Scan a folder for audio and write a CSV/JSONL manifest."
+    rows = build_manifest(root, out, speaker_from)
+    print(f"wrote {out}: {manifest_summary(rows)}")
+    return 0
+
 def main(argv: list[str] | None = None  # arguments (default: `sys.argv[1:]`)
         ) -> int:
     "Entry point of `python -m rotvq_audio.data`."
     ap = argparse.ArgumentParser(prog='python -m rotvq_audio.data', description='Speech data utilities.')
     sub = ap.add_subparsers(dest='command', required=True)
-    m = sub.add_parser('manifest', help='scan a folder for audio and write a CSV/JSONL manifest')
-    m.add_argument('root', help='folder searched recursively for .wav/.flac/.ogg')
-    m.add_argument('out', help='manifest to write (.csv or .jsonl)')
-    m.add_argument('--speaker-from', default='parent', choices=sorted(_SPEAKER_FROM), help='where the speaker id comes from')
-    args = ap.parse_args(argv)
-    rows = build_manifest(args.root, args.out, args.speaker_from)
-    print(f"wrote {args.out}: {manifest_summary(rows)}")
-    return 0
+    command_parser(manifest_command, pos=["root", "out"], choices={"speaker_from": sorted(_SPEAKER_FROM)},
+                   parser=sub.add_parser('manifest', help=manifest_command.__doc__))
+    args = vars(ap.parse_args(dashed(sys.argv[1:] if argv is None else argv)))
+    return {"manifest": manifest_command}[args.pop("command")](**args)
 
 # `__file__` is unset inside notebooks, whose `__name__` is also "__main__"
 if __name__ == '__main__' and '__file__' in globals(): sys.exit(main())

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fastcore.script import anno_parser
 import matplotlib
 import matplotlib.pyplot as plt
 
+from .core import atomic_write, dashed, command_parser
 from .codec import CodecModel
 from .data import speech_split, read_manifest, scan_audio, AUDIO_EXTS
 from .metrics import evaluate, EvalResult
@@ -158,21 +158,15 @@ def plot_usage(rep:dict):
     fig.tight_layout(); return fig
 
 # %% ../nbs/07_evaluate.ipynb #25fdf8a6
-def _atomic(path:Path, write):
-    "Call `write(tmp_path)`, then rename the temporary file to `path`."
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    write(tmp); os.replace(tmp, path)
-
 def write_report(rep:dict, out) -> list[Path]:
     "Write `report.json`, `report.md`, `quality_vs_kbps.png` and `codebook_usage.png` into `out`."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    files = {"report.json": lambda p: p.write_text(json.dumps(_clean(rep), indent=1)+"\n"),
-             "report.md": lambda p: p.write_text(report_markdown(rep))}
+    files = {"report.json": json.dumps(_clean(rep), indent=1)+"\n", "report.md": report_markdown(rep)}
     for name, plot in (("quality_vs_kbps.png", plot_quality), ("codebook_usage.png", plot_usage)):
         def save(p, plot=plot):
-            fig = plot(rep); fig.savefig(p, dpi=110); plt.close(fig)
+            fig = plot(rep); fig.savefig(p, dpi=110, format="png"); plt.close(fig)
         files[name] = save
-    for name, write in files.items(): _atomic(out/name, write)
+    for name, data in files.items(): atomic_write(out/name, data)
     return [out/n for n in files]
 
 # %% ../nbs/07_evaluate.ipynb #ef0c34ba
@@ -196,14 +190,9 @@ def run_eval(model:str, # save_pretrained folder or training run folder
     if not quiet: print(report_markdown(rep).split("\n## ")[0] + f"\nwrote {', '.join(str(f) for f in files)}")
     return rep
 
-def _underscores_to_dashes(argv:list) -> list:
-    "`--max_files=3` -> `--max-files=3`: fastcore spells flags with dashes; accept both."
-    return [a.split("=", 1)[0].replace("_", "-") + a[len(a.split("=", 1)[0]):] if a.startswith("--") else a for a in argv]
-
 def main(argv:list|None=None) -> int:
     "Entry point of `rotvq-eval`."
-    args = vars(anno_parser(run_eval, prog="rotvq-eval", pos=["model", "data"]).parse_args(_underscores_to_dashes(sys.argv[1:] if argv is None else argv)))
-    for k in ("pdb", "xtra"): args.pop(k, None)
+    args = vars(command_parser(run_eval, "rotvq-eval", pos=["model", "data"]).parse_args(dashed(sys.argv[1:] if argv is None else argv)))
     try: run_eval(**args)
     except KeyboardInterrupt: print("rotvq-eval: interrupted", file=sys.stderr); return 130
     except Exception as e: # bad model folder, bad data, full disk: one line, exit 2, no traceback

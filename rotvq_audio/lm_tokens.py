@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 import torch
 from fastcore.basics import patch
-from .tokenizer import PAD_CODE
+from .quantize import PAD_CODE, bitrate, n_q_for_kbps
+from .codec import CodecModel
 
 # %% auto #0
 __all__ = ['PATTERNS', 'STREAM_PATTERNS', 'level_ids', 'flatten_frames', 'unflatten_frames', 'delay_streams', 'undelay_streams',
-           'AudioTokenizer', 'n_q_for_kbps', 'sequence_length', 'token_rates']
+           'AudioTokenizer', 'sequence_length', 'token_rates']
 
 # %% ../nbs/10_lm_tokens.ipynb #33e7040d
 def level_ids(codes: torch.Tensor, # (..., n_q, T) integer codes in [0, K)
@@ -257,16 +258,6 @@ def ids_to_codes(self: AudioTokenizer, ids: torch.Tensor, # (B, L) flat, or (B, 
     return codes, lengths
 
 # %% ../nbs/10_lm_tokens.ipynb #757c873a
-def n_q_for_kbps(kbps: float, # target bitrate
-                 codebook_size: int = 1024, frame_rate: float = 50.0, max_n_q: int = None) -> int:
-    "Levels giving exactly `kbps` kilobits per second."
-    per_level = frame_rate * math.log2(codebook_size) / 1000
-    n = round(kbps / per_level)
-    if n < 1 or abs(n * per_level - kbps) > 1e-9 or (max_n_q and n > max_n_q):
-        opts = ", ".join(f"{per_level * i:g}" for i in range(1, (max_n_q or 12) + 1))
-        raise ValueError(f"expected a bitrate in kbps among {opts}, got {kbps}")
-    return n
-
 @patch
 def _check_codec(self: AudioTokenizer, codec):
     if codec.codebook_size != self.codebook_size or codec.n_q < self.n_q:
@@ -282,8 +273,6 @@ def from_codec(cls: AudioTokenizer, codec, # a `Codec` or `CodecModel`
     return cls(codec.codebook_size, n_q, pattern, offset, specials, codec)
 
 # %% ../nbs/10_lm_tokens.ipynb #32b07ce9
-def _is_model(codec): return type(codec).__name__ == "CodecModel" # a bare model's encode takes no sample rate
-
 @patch
 def encode(self: AudioTokenizer, audio, # (B, 1, T) float audio; with a `Codec`, anything `Codec.encode` takes
            sample_rate: int, # rate of `audio`
@@ -292,7 +281,8 @@ def encode(self: AudioTokenizer, audio, # (B, 1, T) float audio; with a `Codec`,
     "Token ids of a batch of audio."
     if self.codec is None: raise ValueError("expected a tokenizer with a codec for encode; build it with AudioTokenizer.from_codec")
     n = 1 if self.pattern == "first_level" else self.n_q # level 0 does not depend on the levels after it
-    if not _is_model(self.codec): return self.codes_to_ids(self.codec.encode(audio, sample_rate, n_q=n, lengths=lengths))
+    if not isinstance(self.codec, CodecModel): # a `Codec`; a bare model's encode takes no sample rate
+        return self.codes_to_ids(self.codec.encode(audio, sample_rate, n_q=n, lengths=lengths))
     if sample_rate != self.codec.sample_rate:
         raise ValueError(f"expected audio at the model's {self.codec.sample_rate} Hz, got {sample_rate} Hz; use a Codec to resample")
     codes = self.codec.encode(audio, n_q=n) # (B, n, ceil(T / hop))
@@ -325,7 +315,7 @@ def token_rates(kbps=(1.5, 3.0, 6.0), codebook_size: int = 1024, frame_rate: flo
     "Positions and ids per second of audio for each pattern at each bitrate, and positions for a 10 s clip."
     rows = []
     for k in kbps:
-        n_q = n_q_for_kbps(k, codebook_size, frame_rate)
+        n_q = n_q_for_kbps(k, codebook_size, frame_rate, max_n_q=math.ceil(1000 * k / bitrate(1, codebook_size, frame_rate)))
         for p in PATTERNS:
             per_frame = (n_q if p == "flatten" else 1, 1 if p == "first_level" else n_q) # positions, ids
             rows.append(dict(kbps=k, n_q=n_q, pattern=p, positions_per_s=per_frame[0] * frame_rate,

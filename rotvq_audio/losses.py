@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchaudio
 from torch.nn.utils.parametrizations import weight_norm
+from .core import config_from_dict
 
 # %% auto #0
 __all__ = ['ADV_KINDS', 'MelSpectrogram', 'MultiScaleMelLoss', 'MultiResolutionSTFTLoss', 'ComplexSTFTLoss', 'conv_features',
@@ -248,10 +249,9 @@ class LossConfig:
 
     def to_dict(self): return asdict(self)
     @classmethod
-    def from_dict(cls, d: dict):
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown: raise ValueError(f"unknown LossConfig fields {sorted(unknown)}; expected some of {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
+    def from_dict(cls, d: dict, source: str = "config"):
+        "Build a config from a dict, refusing unknown fields (`core.config_from_dict`)."
+        return config_from_dict(cls, d, f"LossConfig ({source})")
 
     def adversarial_active(self, step: int) -> bool:
         "Whether discriminators train and their losses count at `step`."

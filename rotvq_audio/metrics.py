@@ -6,7 +6,7 @@ Docs: https://rotvq.github.io/rotvq-audio/metrics.html.md"""
 
 # %% auto #0
 __all__ = ['DAC_MEL_RESOLUTIONS', 'METRICS', 'WORKER_METRICS', 'as_mono', 'align', 'resample', 'pesq_wb', 'pesq_nb', 'stoi',
-           'si_sdr', 'mel_transform', 'mel_distance', 'bitrate', 'CodebookMetrics', 'codebook_metrics', 'load_item',
+           'si_sdr', 'mel_transform', 'mel_distance', 'CodebookMetrics', 'codebook_metrics', 'load_item',
            'utterance_metrics', 'EvalResult', 'evaluate']
 
 # %% ../nbs/02_metrics.ipynb #5156faab
@@ -27,7 +27,8 @@ from fastcore.basics import patch
 from pystoi import stoi as pystoi_stoi
 from tqdm import tqdm
 
-from .quantize import UsageAccumulator
+from .codebook import UsageAccumulator
+from .quantize import bitrate
 
 # %% ../nbs/02_metrics.ipynb #0f424b7f
 def as_mono(x, # audio shaped (T,), (1, T) or (1, 1, T): numpy array or tensor
@@ -144,13 +145,6 @@ def mel_distance(ref, # reference, (T,), (B, T) or (B, 1, T)
         dists = [(mel(ref).clamp(min=1e-5).log10() - mel(deg).clamp(min=1e-5).log10()).abs().mean()
                  for mel in (mel_transform(sample_rate, w, m) for w, m in resolutions)]
     return torch.stack(dists).mean().item()
-
-# %% ../nbs/02_metrics.ipynb #f6aec4c3
-def bitrate(n_q:int, # number of RVQ stages used
-            codebook_size:int, # codes per codebook, K
-            frame_rate:float): # frames per second
-    "Nominal bitrate in bits/s: `n_q * log2(K) * frame_rate`."
-    return n_q * math.log2(codebook_size) * frame_rate
 
 # %% ../nbs/02_metrics.ipynb #79825a1a
 @dataclass

@@ -1,4 +1,4 @@
-"""Vector quantization with the rotation trick: one codebook, the quantizer around it, and the residual stack.
+"""Vector quantization with the rotation trick: the gradient estimators, the quantizer around a `codebook.Codebook`, the residual stack, and the contract for codes and bitrates.
 
 Docs: https://rotvq.github.io/rotvq-audio/quantize.html.md"""
 
@@ -7,18 +7,20 @@ Docs: https://rotvq.github.io/rotvq-audio/quantize.html.md"""
 # %% ../nbs/00_quantize.ipynb #c5105aec
 from __future__ import annotations
 import math, warnings
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, asdict
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.distributed as dist
 from torch import Tensor
+from torch.utils.hooks import RemovableHandle
 from fastcore.basics import patch
+from .codebook import Codebook, CodebookUsage, usage_from_counts, KMEANS_VECTORS_PER_CODE
 
 # %% auto #0
-__all__ = ['KMEANS_VECTORS_PER_CODE', 'rotation_vjp', 'rotation_trick', 'straight_through', 'code_counts', 'CodebookUsage',
-           'usage_from_counts', 'codebook_usage', 'UsageAccumulator', 'duplicate_codes', 'nearest_code', 'kmeans_pp',
-           'kmeans', 'Codebook', 'QuantizerStats', 'QuantizerOutput', 'VectorQuantizer', 'ResidualVQ']
+__all__ = ['PAD_CODE', 'rotation_vjp', 'rotation_trick', 'straight_through', 'QuantizerStats', 'QuantizerOutput',
+           'VectorQuantizer', 'QuantizerConfig', 'check_codes', 'bitrate', 'n_q_for_kbps', 'ResidualVQ']
 
 # %% ../nbs/00_quantize.ipynb #80909ff1
 _ANTI_TOL = math.sqrt(torch.finfo(torch.float32).eps)  # below this ‖ê+q̂‖ the bisector r has lost half its digits
@@ -90,216 +92,6 @@ def straight_through(e: Tensor, # encoder outputs (..., d)
     _check_pair(e, q)
     return q.detach() + (e - e.detach()).to(q.dtype)  # e − e.detach() is exactly 0, so the value is exactly q
 
-# %% ../nbs/00_quantize.ipynb #9e637ad3
-def code_counts(codes: Tensor, # (B, n_q, T) code indices; negative entries are ignored
-                codebook_size: int, # K
-               ) -> Tensor: # (n_q, K) int64 counts
-    "How often each code of each stage occurs in `codes`."
-    if codes.dim() != 3: raise ValueError(f"expected codes (B, n_q, T), got shape {tuple(codes.shape)}")
-    if codes.numel() and codes.max() >= codebook_size: raise ValueError(f"expected codes < {codebook_size}, got {int(codes.max())}")
-    n_q = codes.shape[1]
-    flat = codes.transpose(0, 1).reshape(n_q, -1)
-    flat = flat + torch.arange(n_q, device=codes.device)[:, None] * codebook_size  # one bincount for all stages
-    flat = flat[codes.transpose(0, 1).reshape(n_q, -1) >= 0]
-    return torch.bincount(flat, minlength=n_q * codebook_size).view(n_q, codebook_size)
-
-# %% ../nbs/00_quantize.ipynb #df2244ee
-@dataclass
-class CodebookUsage:
-    "Per-stage usage statistics of a codebook, each a tensor of shape (n_q,)."
-    utilization: Tensor  # fraction of the K codes used at least once
-    entropy: Tensor      # entropy of the code distribution, bits
-    norm_entropy: Tensor # entropy / log2 K, in [0, 1]
-    perplexity: Tensor   # 2**entropy, the effective number of codes
-
-def usage_from_counts(counts: Tensor, # (n_q, K) code counts
-                     ) -> CodebookUsage:
-    "Usage statistics from per-stage code counts."
-    counts = counts.double()
-    p = counts / counts.sum(-1, keepdim=True).clamp_min(1)
-    H = -(p * torch.log2(p.clamp_min(1e-300))).sum(-1)  # 0·log 0 = 0
-    K = counts.shape[-1]
-    return CodebookUsage((counts > 0).double().mean(-1), H, H / max(math.log2(K), 1e-12), 2 ** H)
-
-def codebook_usage(codes: Tensor, # (B, n_q, T) code indices
-                   codebook_size: int, # K
-                  ) -> CodebookUsage:
-    "Usage statistics of a batch of codes."
-    return usage_from_counts(code_counts(codes, codebook_size))
-
-# %% ../nbs/00_quantize.ipynb #72009f9e
-class UsageAccumulator:
-    "Sum code counts over many batches, then compute `CodebookUsage`."
-    def __init__(self, n_q: int, codebook_size: int):
-        self.counts = torch.zeros(n_q, codebook_size, dtype=torch.long)
-
-    def update(self, codes: Tensor): # (B, n_q', T) with n_q' ≤ n_q
-        "Add the counts of a batch of codes."
-        if codes.dim() != 3 or codes.shape[1] > len(self.counts):
-            raise ValueError(f"expected codes (B, ≤{len(self.counts)}, T), got shape {tuple(codes.shape)}")
-        self.counts[:codes.shape[1]] += code_counts(codes, self.counts.shape[1]).cpu()
-
-    def compute(self) -> CodebookUsage:
-        "Usage statistics of everything seen so far."
-        return usage_from_counts(self.counts)
-
-# %% ../nbs/00_quantize.ipynb #40af79f1
-def duplicate_codes(codes: Tensor, # (K, d) a codebook
-                   ) -> int: # how many rows repeat an earlier row exactly
-    "Number of codes that are exact copies of another code."
-    return len(codes) - len(torch.unique(codes.detach(), dim=0))
-
-# %% ../nbs/00_quantize.ipynb #bb881d36
-def _no_autocast(z): return torch.autocast(z.device.type, enabled=False)
-
-def nearest_code(z: Tensor, # (N, d) vectors
-                 codebook: Tensor, # (K, d) codes
-                 cosine: bool=False, # z and codebook are unit vectors: maximise the dot product
-                ) -> Tensor: # (N,) int64 codes
-    "Index of the nearest code of every vector, computed in float32."
-    with _no_autocast(z):
-        z, codebook = z.float(), codebook.float()
-        if cosine: return (z @ codebook.T).argmax(-1)
-        return torch.addmm((codebook * codebook).sum(-1), z, codebook.T, alpha=-2).argmin(-1)
-
-# %% ../nbs/00_quantize.ipynb #47ff1517
-def _dist_to(x, c, cosine): # (N, d), (d,) -> (N,)
-    return (1 - x @ c).clamp_min(0) if cosine else ((x - c) ** 2).sum(-1)
-
-def kmeans_pp(x: Tensor, # (N, d) float32 vectors
-              k: int, # number of centroids
-              cosine: bool=False, # distances between unit vectors
-             ) -> Tensor: # (k, d) centroids drawn from x
-    "k-means++ seeding: draw points far from the centroids chosen so far."
-    idx = torch.empty(k, dtype=torch.long, device=x.device)
-    idx[0] = torch.randint(len(x), (), device=x.device)
-    d = _dist_to(x, x[idx[0]], cosine)
-    for i in range(1, k):
-        idx[i] = torch.multinomial(d + 1e-20, 1)[0]  # tiny floor: uniform once every point is a centroid
-        d = torch.minimum(d, _dist_to(x, x[idx[i]], cosine))
-    return x[idx].clone()
-
-def kmeans(x: Tensor, # (N, d) float32 vectors
-           k: int, # number of clusters
-           iters: int=10, # Lloyd iterations
-           cosine: bool=False, # spherical k-means on unit vectors
-          ) -> tuple[Tensor, Tensor]: # centroids (k, d), cluster sizes (k,)
-    "Lloyd's k-means from k-means++ seeds."
-    c = kmeans_pp(x, k, cosine)
-    for _ in range(iters):
-        codes = nearest_code(x, c, cosine)
-        counts = torch.bincount(codes, minlength=k)
-        new = torch.zeros_like(c).index_add_(0, codes, x) / counts.clamp_min(1)[:, None]
-        if cosine: new = F.normalize(new, dim=-1)
-        c = torch.where(counts[:, None] > 0, new, c)
-    return c, torch.bincount(nearest_code(x, c, cosine), minlength=k)
-
-# %% ../nbs/00_quantize.ipynb #bcef99dd
-KMEANS_VECTORS_PER_CODE = 10  # k-means init wants at least this many vectors per code
-
-def _distributed(): return dist.is_available() and dist.is_initialized()
-
-def _all_reduce_(*ts):
-    "Sum tensors over ranks in place, when running distributed."
-    if _distributed():
-        for t in ts: dist.all_reduce(t)
-
-def _broadcast_(*ts):
-    "Copy rank 0's tensors to every rank, when running distributed."
-    if _distributed():
-        for t in ts: dist.broadcast(t, 0)
-
-class Codebook(nn.Module):
-    "K codes of size d: nearest-code lookup, k-means init, EMA or gradient learning, dead-code replacement."
-    def __init__(self, dim: int, # code size d
-                 size: int, # number of codes K
-                 ema: bool=True, # learn by EMA (buffers) rather than by a codebook loss (parameter)
-                 decay: float=0.99, # EMA decay
-                 eps: float=1e-5, # Laplace smoothing of the cluster sizes
-                 cosine: bool=False, # codes are unit vectors, lookup by cosine similarity
-                 kmeans_iters: int=10, # k-means iterations of the initialisation; 0: no k-means init
-                 dead_code_threshold: float=0.1, # replace codes whose EMA cluster size falls below this fraction of the mean; 0: never
-                ):
-        super().__init__()
-        self.size, self.ema, self.decay, self.eps, self.cosine = size, ema, decay, eps, cosine
-        self.kmeans_iters, self.dead_code_threshold = kmeans_iters, dead_code_threshold
-        embed = nn.init.kaiming_uniform_(torch.empty(size, dim))
-        if cosine: embed = F.normalize(embed, dim=-1)
-        if ema:
-            self.register_buffer("embed", embed)
-            self.register_buffer("embed_avg", embed.clone())
-        else: self.embed = nn.Parameter(embed)
-        self.register_buffer("cluster_size", torch.ones(size))
-        self.register_buffer("initted", torch.tensor(kmeans_iters == 0))
-
-    def codes(self) -> Tensor:
-        "The codebook (K, d), unit rows when cosine."
-        return F.normalize(self.embed, dim=-1) if self.cosine and not self.ema else self.embed
-
-    def lookup(self, z: Tensor) -> Tensor: # (N, d) -> (N,)
-        "Nearest code of each vector."
-        return nearest_code(z, self.codes().detach(), self.cosine)
-
-    def vectors(self, codes: Tensor) -> Tensor: # (...,) -> (..., d)
-        "Code vectors of code indices."
-        return F.embedding(codes, self.codes())
-
-# %% ../nbs/00_quantize.ipynb #c3608ad1
-@patch
-@torch.no_grad()
-def init_(self: Codebook, z: Tensor): # (N, d) float32 vectors, N ≥ KMEANS_VECTORS_PER_CODE · K
-    "Initialise the codes by k-means on `z` (rank 0's vectors when distributed)."
-    if len(z) < KMEANS_VECTORS_PER_CODE * self.size:
-        warnings.warn(f"k-means init of {self.size} codes on {len(z)} vectors (want ≥ {KMEANS_VECTORS_PER_CODE * self.size}): "
-                      "most codes start dead; initialise with ResidualVQ.init_ on more data first")
-    with _no_autocast(z):
-        c = torch.zeros_like(self.embed, dtype=torch.float32); counts = torch.zeros(self.size, device=z.device)
-        if not _distributed() or dist.get_rank() == 0:
-            c, counts = kmeans(z.float(), self.size, self.kmeans_iters, self.cosine)
-            counts = counts.float()
-            c = c * (counts > 0)[:, None]  # empty clusters hold copies of used points: make them dead codes instead
-        _broadcast_(c, counts)
-        self.embed.data.copy_(c); self.cluster_size.copy_(counts)
-        if self.ema: self.embed_avg.copy_(c * counts[:, None])
-        self.initted.fill_(True)
-
-# %% ../nbs/00_quantize.ipynb #3b4443f6
-@patch
-@torch.no_grad()
-def update_(self: Codebook, z: Tensor, # (N, d) float32 vectors
-            codes: Tensor, # (N,) their codes
-            counts: Tensor, # (K,) bincount of codes on this rank
-           ):
-    "One EMA step of cluster sizes (and, with `ema`, of the codes) from a batch."
-    counts = counts.float()
-    sums = torch.zeros_like(self.embed, dtype=torch.float32).index_add_(0, codes, z.float()) if self.ema else None
-    _all_reduce_(*[t for t in (counts, sums) if t is not None])
-    self.cluster_size.lerp_(counts, 1 - self.decay)
-    if not self.ema: return
-    self.embed_avg.lerp_(sums, 1 - self.decay)
-    n = self.cluster_size.sum()
-    smoothed = (self.cluster_size + self.eps) / (n + self.size * self.eps) * n
-    embed = self.embed_avg / smoothed[:, None]
-    self.embed.copy_(F.normalize(embed, dim=-1) if self.cosine else embed)
-
-# %% ../nbs/00_quantize.ipynb #e5b89882
-@patch
-@torch.no_grad()
-def replace_dead_(self: Codebook, z: Tensor) -> int: # (N, d) vectors of the current batch
-    "Move codes used less than `dead_code_threshold` × the mean onto distinct vectors of `z`; returns how many."
-    mean = self.cluster_size.mean()
-    dead = (self.cluster_size < self.dead_code_threshold * mean).nonzero().squeeze(1)
-    n = min(len(dead), len(z))
-    if n == 0: return 0
-    dead = dead[self.cluster_size[dead].argsort()[:n]]  # the least used first
-    new = z[torch.randperm(len(z), device=z.device)[:n]].float()  # without replacement: no duplicates
-    if self.cosine: new = F.normalize(new, dim=-1)
-    self.embed.data[dead] = new.to(self.embed.dtype)
-    self.cluster_size[dead] = mean
-    if self.ema: self.embed_avg[dead] = new * mean
-    _broadcast_(self.embed.data, self.cluster_size, *([self.embed_avg] if self.ema else []))
-    return n
-
 # %% ../nbs/00_quantize.ipynb #832a606a
 @dataclass
 class QuantizerStats:
@@ -344,6 +136,25 @@ class VectorQuantizer(nn.Module):
         self.proj_out = nn.Linear(cdim, dim) if cdim != dim else nn.Identity()
         self.codebook = Codebook(cdim, codebook_size, ema, decay, eps, self.cosine,
                                  kmeans_iters if kmeans_init else 0, dead_code_threshold)
+        self._estimator_hooks = OrderedDict()  # see `register_estimator_hook`
+
+# %% ../nbs/00_quantize.ipynb #7c23cd16
+@dataclass
+class QuantizerConfig:
+    "How every stage quantizes and learns: `VectorQuantizer`'s options beyond its sizes."
+    grad: str = "rotation" # gradient estimator: 'rotation' or 'ste'
+    lookup: str = "euclidean" # 'euclidean' or 'cosine' (L2-normalised vectors and codes)
+    ema: bool = True # codebook learned by EMA; False: by a codebook loss
+    decay: float = 0.99 # EMA decay
+    eps: float = 1e-5 # Laplace smoothing of EMA cluster sizes
+    kmeans_init: bool = True # initialise codes by k-means
+    kmeans_iters: int = 10 # k-means iterations
+    dead_code_threshold: float = 0.1 # replace codes used less than this fraction of the mean; 0: never
+    commitment_weight: float = 0.25 # weight of the commitment loss
+
+    def __post_init__(self):
+        if self.grad not in _ESTIMATORS: raise ValueError(f"expected quantizer grad in {list(_ESTIMATORS)}, got {self.grad!r}")
+        if self.lookup not in ("euclidean", "cosine"): raise ValueError(f"expected quantizer lookup 'euclidean' or 'cosine', got {self.lookup!r}")
 
 # %% ../nbs/00_quantize.ipynb #d651e4f2
 @patch
@@ -379,7 +190,9 @@ def _quantize(self: VectorQuantizer, x: Tensor): # (N, dim)
     if self.training:
         book.update_(z.detach(), codes, counts)
         if book.dead_code_threshold > 0: replaced = book.replace_dead_(z.detach())
-    out = self._out(_ESTIMATORS[self.grad](z, zq.detach()), x.dtype)
+    est = _ESTIMATORS[self.grad](z, zq.detach())  # (N, d), the gradient estimator's output
+    for hook in self._estimator_hooks.values(): hook(z, zq.detach(), est)
+    out = self._out(est, x.dtype)
     return out, codes, losses, counts, mse.detach() * z.shape[-1], replaced
 
 @patch
@@ -390,6 +203,14 @@ def forward(self: VectorQuantizer, x: Tensor) -> QuantizerOutput: # (..., dim)
     return QuantizerOutput(out.view(x.shape), codes.view(x.shape[:-1]), losses,
                            QuantizerStats(err[None], usage_from_counts(counts[None]), torch.tensor([replaced])))
 
+# %% ../nbs/00_quantize.ipynb #588a2b02
+@patch
+def register_estimator_hook(self: VectorQuantizer, hook, # hook(e, q, out): (N, d) vectors, their codes, the estimator's output
+                           ) -> RemovableHandle:
+    "Call `hook` on every gradient-estimator call of this stage until the handle is removed."
+    h = RemovableHandle(self._estimator_hooks); self._estimator_hooks[h.id] = hook
+    return h
+
 # %% ../nbs/00_quantize.ipynb #ed0a5a1a
 @patch
 @torch.no_grad()
@@ -398,16 +219,59 @@ def encode(self: VectorQuantizer, x: Tensor) -> Tensor: # (..., dim) -> (...,)
     self._check(x)
     return self.codebook.lookup(self._project(x.reshape(-1, self.dim))).view(x.shape[:-1])
 
-def _check_codes(codes, K):
-    if codes.is_floating_point() or codes.is_complex(): raise ValueError(f"expected integer codes, got {codes.dtype}")
-    if codes.numel() and (codes.min() < 0 or codes.max() >= K):
-        raise ValueError(f"expected codes in [0, {K}), got values in [{int(codes.min())}, {int(codes.max())}]")
-
 @patch
 def decode(self: VectorQuantizer, codes: Tensor, dtype=torch.float32) -> Tensor: # (...,) -> (..., dim)
-    "Vectors of code indices."
-    _check_codes(codes, self.codebook_size)
+    "Vectors of code indices (checked by `check_codes` where they enter: `CodecModel.decode`, `Codec.decode`)."
     return self._out(self.codebook.vectors(codes.long()).float(), dtype)
+
+# %% ../nbs/00_quantize.ipynb #2691369b
+PAD_CODE = -1 # no code: a stage that quantizer dropout skipped, or a frame past the end of a shorter item
+
+# %% ../nbs/00_quantize.ipynb #db219cef
+def check_codes(codes, # (B, n_q, N) integer codes: a tensor or a NumPy array
+                codebook_size: int, # codes must lie in [0, codebook_size)
+                max_n_q: int|None = None, # most stages allowed; None: any
+                padding: bool = True, # allow `PAD_CODE` after an item's last frame
+               ) -> tuple[Tensor, list[int]]: # (B, n_q, N) int64, frames per item
+    "Validated codes and the number of non-padding frames of each item."
+    if hasattr(codes, "__array_interface__") and not torch.is_tensor(codes): codes = torch.from_numpy(codes)
+    if not torch.is_tensor(codes): raise ValueError(f"expected codes as a tensor or NumPy array (B, n_q, N), got {type(codes).__name__}")
+    if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
+        raise ValueError(f"expected integer codes, got {codes.dtype}")
+    if codes.dim() != 3 or 0 in codes.shape or codes.shape[1] > (max_n_q or math.inf):
+        raise ValueError(f"expected codes shaped (B, n_q, N) with B ≥ 1, 1 ≤ n_q ≤ {max_n_q or 'any'} and N ≥ 1, got shape {tuple(codes.shape)}")
+    codes, low = codes.long(), PAD_CODE if padding else 0
+    if (codes >= codebook_size).any() or (codes < low).any():
+        raise ValueError(f"expected codes in [0, {codebook_size})" + (f" (or {PAD_CODE} as padding)" if padding else "") +
+                         f", got values in [{int(codes.min())}, {int(codes.max())}]")
+    if not padding: return codes, [codes.shape[-1]] * codes.shape[0]
+    valid = codes >= 0
+    frames = valid[:, 0].sum(-1) # (B,)
+    if not (valid == (torch.arange(codes.shape[-1], device=codes.device) < frames[:, None])[:, None]).all():
+        raise ValueError(f"expected {PAD_CODE} only as padding after an item's last frame, in every stage")
+    if (frames == 0).any(): raise ValueError("expected at least one frame of codes per item, got an item that is all padding")
+    return codes, frames.tolist()
+
+# %% ../nbs/00_quantize.ipynb #f44ab1f8
+def bitrate(n_q: int, # number of stages used
+            codebook_size: int, # codes per stage, K
+            frame_rate: float, # frames per second
+           ) -> float:
+    "Nominal bitrate in bits/s: `n_q · log2(K) · frame_rate`."
+    return n_q * math.log2(codebook_size) * frame_rate
+
+def n_q_for_kbps(kbps: float, # target bitrate in kbit/s
+                 codebook_size: int, # codes per stage, K
+                 frame_rate: float, # frames per second
+                 max_n_q: int, # stages available
+                ) -> int:
+    "The number of stages giving exactly `kbps`."
+    per_stage = bitrate(1, codebook_size, frame_rate) / 1000
+    n_q = round(kbps / per_stage) if math.isfinite(kbps) else 0 # inf and nan name no stage count
+    if not 1 <= n_q <= max_n_q or abs(n_q * per_stage - kbps) > 1e-6:
+        options = ", ".join(f"{per_stage * n:g}" for n in range(1, max_n_q + 1))
+        raise ValueError(f"expected a bitrate in kbps among {options}, got {kbps}")
+    return n_q
 
 # %% ../nbs/00_quantize.ipynb #2a1b1ccf
 class ResidualVQ(nn.Module):
@@ -426,7 +290,7 @@ class ResidualVQ(nn.Module):
     def _check(self, x, n_q):
         if x.dim() != 3 or x.shape[1] != self.dim:
             raise ValueError(f"expected channel-first input (B, {self.dim}, T), got shape {tuple(x.shape)}")
-        if not torch.isfinite(x).all():
+        if not self.training and not torch.isfinite(x).all():  # training steps skip the sync: the trainer checks its losses
             raise ValueError(f"expected finite input, got {int((~torch.isfinite(x)).sum())} NaN/Inf values in shape {tuple(x.shape)}")
         n_q = self.n_q if n_q is None else n_q
         if not 1 <= n_q <= self.n_q: raise ValueError(f"expected 1 ≤ n_q ≤ {self.n_q}, got {n_q}")
@@ -446,12 +310,12 @@ def _stage(self: ResidualVQ, stage: VectorQuantizer, r: Tensor, keep: Tensor|Non
     idx = None if keep is None else keep.nonzero().squeeze(1)
     sub = r if idx is None else r[idx]
     if len(sub) == 0: # no sample uses this stage
-        return torch.zeros_like(r), r.new_full((B, T), -1, dtype=torch.long), {}, torch.zeros(self.codebook_size, dtype=torch.long, device=r.device), r.new_tensor(float("nan")), 0
+        return torch.zeros_like(r), r.new_full((B, T), PAD_CODE, dtype=torch.long), {}, torch.zeros(self.codebook_size, dtype=torch.long, device=r.device), r.new_tensor(float("nan")), 0
     out, codes, losses, counts, err, replaced = stage._quantize(sub.reshape(-1, D))
     out, codes = out.view(len(sub), T, D), codes.view(len(sub), T)
     if idx is not None:
         out = torch.zeros(r.shape, dtype=out.dtype, device=r.device).index_copy(0, idx, out)
-        codes = r.new_full((B, T), -1, dtype=torch.long).index_copy(0, idx, codes)
+        codes = r.new_full((B, T), PAD_CODE, dtype=torch.long).index_copy(0, idx, codes)
     return out, codes, losses, counts, err, replaced
 
 # %% ../nbs/00_quantize.ipynb #248af319
@@ -489,8 +353,9 @@ def encode(self: ResidualVQ, x: Tensor, n_q: int|None=None) -> Tensor: # (B, dim
 @patch
 def decode(self: ResidualVQ, codes: Tensor, dtype=torch.float32) -> Tensor: # (B, n, T) -> (B, dim, T)
     "Sum of the stage vectors of `codes`, n ≤ n_q stages."
-    if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.n_q:
+    if codes.dim() != 3 or not 1 <= codes.shape[1] <= self.n_q:  # shape and dtype only: values are checked where codes enter
         raise ValueError(f"expected codes (B, n ≤ {self.n_q}, T), got shape {tuple(codes.shape)}")
+    if codes.is_floating_point() or codes.is_complex(): raise ValueError(f"expected integer codes, got {codes.dtype}")
     out = 0
     for i in range(codes.shape[1]): out = out + self.stages[i].decode(codes[:, i], dtype)
     return out.transpose(1, 2)

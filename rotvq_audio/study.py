@@ -15,16 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fastcore.script import anno_parser
 
-from . import quantize
-from .quantize import rotation_vjp
+from .core import atomic_write, dashed, override, command_parser
+from .quantize import rotation_vjp, VectorQuantizer
 from .data import speech_split, load_audio
 from .metrics import evaluate
 from .losses import MultiScaleMelLoss
 from .codec import CodecModel
-from .evaluate import model_dir, reconstruct_fn, _underscores_to_dashes
-from .train import TrainConfig, Trainer, load_config, config_to_dict, config_from_dict, atomic_write_bytes
+from .evaluate import model_dir, reconstruct_fn, evaluate_codec
+from .config import TrainConfig, load_config
+from .train import Trainer
 
 # %% auto #0
 __all__ = ['ESTIMATORS', 'VARIANTS', 'BUDGETS', 'HEADLINE', 'SUMMARY_COLUMNS', 'PLOTS', 'StudyBudget', 'study_config', 'StudyRun',
@@ -68,14 +68,6 @@ BUDGETS = {
 }
 
 # %% ../nbs/11_study.ipynb #22c111d5
-def _set(d:dict, key:str, value):
-    "Set dotted `key` in nested dict `d`, refusing a path the config does not have."
-    *parents, leaf = key.split(".")
-    for p in parents:
-        if not isinstance(d.get(p), dict): raise KeyError(f"config has no section {p!r} (in {key!r})")
-        d = d[p]
-    d[leaf] = value
-
 def study_config(budget:StudyBudget, # run size
                  variant:str="base", # key of `VARIANTS`
                  grad:str="rotation", # "rotation" or "ste"
@@ -85,13 +77,12 @@ def study_config(budget:StudyBudget, # run size
     "The `TrainConfig` of one run of the grid."
     if variant not in VARIANTS: raise ValueError(f"unknown variant {variant!r}; expected one of {list(VARIANTS)}")
     if grad not in ESTIMATORS: raise ValueError(f"expected grad in {ESTIMATORS}, got {grad!r}")
-    d = config_to_dict(load_config(budget.config))
-    d |= dict(steps=budget.steps, seed=seed, out_dir=str(out_dir), val_every=0, ckpt_every=0, keep_ckpts=1, log_every=25)
-    d["data"] |= dict(segment=budget.segment, batch_size=budget.batch_size, val_clips=0, num_workers=1)
-    d["optim"] |= dict(lr=budget.lr, warmup_steps=budget.warmup_steps)
-    d["loss"]["adv_start_step"] = budget.steps + 1  # reconstruction only: see above
-    for k, v in ({"codec.quantizer.grad": grad} | VARIANTS[variant]).items(): _set(d, k, v)
-    return config_from_dict(TrainConfig, d)
+    cfg = load_config(budget.config)
+    for k, v in (dict(steps=budget.steps, seed=seed, out_dir=str(out_dir), val_every=0, ckpt_every=0, keep_ckpts=1, log_every=25,
+                      segment=budget.segment, batch_size=budget.batch_size, val_clips=0, num_workers=1, lr=budget.lr,
+                      warmup_steps=budget.warmup_steps, adv_start_step=budget.steps + 1) # reconstruction only: see above
+                 | {"codec.quantizer.grad": grad} | VARIANTS[variant]).items(): cfg = override(cfg, k, v)
+    return cfg
 
 # %% ../nbs/11_study.ipynb #d3ede514
 @dataclass
@@ -114,19 +105,16 @@ def study_grid(variants=tuple(VARIANTS), # keys of `VARIANTS`
 
 # %% ../nbs/11_study.ipynb #662ed746
 @contextmanager
-def capture_estimator_grads():
-    "Record `e`, `q` and the incoming gradient `g` of every estimator call made inside the block."
-    calls, orig = [], dict(quantize._ESTIMATORS)
-    def wrap(fn):
-        def estimator(e, q):
-            out, rec = fn(e, q), {"e": e.detach(), "q": q.detach()}
-            calls.append(rec)
-            if out.requires_grad: out.register_hook(lambda g: rec.__setitem__("g", g.detach()))
-            return out
-        return estimator
-    quantize._ESTIMATORS.update({k: wrap(f) for k, f in orig.items()})
+def capture_estimator_grads(model:torch.nn.Module): # a model holding `VectorQuantizer` stages
+    "Record `e`, `q` and the incoming gradient `g` of every estimator call of `model`'s stages inside the block."
+    calls = []
+    def record(e, q, out):
+        rec = {"e": e.detach(), "q": q.detach()}; calls.append(rec)
+        if out.requires_grad: out.register_hook(lambda g: rec.__setitem__("g", g.detach()))
+    handles = [m.register_estimator_hook(record) for m in model.modules() if isinstance(m, VectorQuantizer)]
     try: yield calls
-    finally: quantize._ESTIMATORS.update(orig)
+    finally:
+        for h in handles: h.remove()
 
 # %% ../nbs/11_study.ipynb #b8155288
 def _angle_deg(a, b): # (N, d), (N, d) -> mean angle between rows, in degrees
@@ -144,7 +132,7 @@ def gradient_diagnostics(model:CodecModel, # a trained codec
     try:
         for est in ESTIMATORS:
             for s in model.quantizer.stages: s.grad = est
-            with capture_estimator_grads() as calls:
+            with capture_estimator_grads(model) as calls:
                 z = model.encoder(audio).detach().requires_grad_()  # (B, latent_dim, N)
                 loss_fn(audio, model.decoder(model.quantizer(z).quantized)).backward()
             grads[est] = (z.grad, calls)
@@ -187,10 +175,9 @@ def score_model(model:CodecModel, # the trained codec
                 grad_batch:torch.Tensor, # (B, 1, T) batch for `gradient_diagnostics`
                ) -> dict:
     "Every per-run number of the study except the training curve."
-    model.eval(); sr, depths = model.sample_rate, []
-    for n in _depths(model):
-        r = evaluate(reconstruct_fn(model, n), clips, sr, n_workers=1, progress=False,
-                     metrics=("mel_distance", "si_sdr", "pesq_wb", "stoi"), codebook_size=model.codebook_size, frame_rate=model.frame_rate)
+    model.eval(); depths = []
+    scores = evaluate_codec(model, clips, _depths(model), 1, ("mel_distance", "si_sdr", "pesq_wb", "stoi"), progress=False)
+    for n, r in scores.items():  # the scoring of `rotvq-eval`
         cb = r.codebook
         depths.append(dict(n_q=n, kbps=cb.bitrate/1000, effective_kbps=cb.effective_bitrate/1000, **r.means,
                            utilization=cb.utilization.tolist(), norm_entropy=cb.norm_entropy.tolist(), perplexity=cb.perplexity.tolist()))
@@ -228,7 +215,7 @@ def run_one(run:StudyRun, budget:StudyBudget,
                train_seconds=round(t1 - t0, 1), steps_per_s=round(s.steps_per_s, 3), curve=_curve(s.history),
                **score_model(model, clips, _grad_batch(clips, budget.segment).to(budget.device)))
     res["eval_seconds"] = round(time.time() - t1, 1)
-    atomic_write_bytes(dest, json.dumps(res, indent=1).encode())
+    atomic_write(dest, json.dumps(res, indent=1))
     return res
 
 # %% ../nbs/11_study.ipynb #f01c49b8
@@ -335,11 +322,12 @@ def write_results(results:list[dict], # run results
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     rows = [result_row(r) for r in sorted(results, key=lambda r: (list(VARIANTS).index(r["variant"]) if r["variant"] in VARIANTS else 99, r["grad"] != "rotation", r["seed"]))]
     cols = list(dict.fromkeys(k for r in rows for k in r))
-    with open(out/"results.csv.tmp", "w", newline="") as f:
-        w = csv.DictWriter(f, cols, restval=""); w.writeheader(); w.writerows(rows)
-    os.replace(out/"results.csv.tmp", out/"results.csv")
-    atomic_write_bytes(out/"summary.md", summary_markdown(rows).encode())
-    atomic_write_bytes(out/"study.json", json.dumps(meta or {}, indent=1).encode())
+    def write_csv(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, cols, restval=""); w.writeheader(); w.writerows(rows)
+    atomic_write(out/"results.csv", write_csv)
+    atomic_write(out/"summary.md", summary_markdown(rows))
+    atomic_write(out/"study.json", json.dumps(meta or {}, indent=1))
     written = [out/"results.csv", out/"summary.md", out/"study.json"]
     for fname, (xy, yl, xl, title) in PLOTS.items():
         fig = plot_by_variant(results, xy, yl, xl, title); fig.savefig(out/fname, dpi=90); plt.close(fig); written.append(out/fname)
@@ -412,9 +400,7 @@ def study(out:str="runs/study", # results folder: results.csv, summary.md, plots
 
 def main(argv:list|None=None) -> int:
     "Entry point of `rotvq-study`."
-    p = anno_parser(study, prog="rotvq-study")
-    args = vars(p.parse_args(_underscores_to_dashes(sys.argv[1:] if argv is None else argv)))
-    for k in ("pdb", "xtra"): args.pop(k, None)
+    args = vars(command_parser(study, "rotvq-study").parse_args(dashed(sys.argv[1:] if argv is None else argv)))
     try: study(**args)
     except (ValueError, FileNotFoundError, RuntimeError) as e: print(f"rotvq-study: {e}", file=sys.stderr); return 2
     return 0

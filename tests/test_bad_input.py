@@ -8,7 +8,7 @@ import torch
 
 from conftest import run_rotvq as run  # `rotvq ARGS` in-process: (status, stdout, stderr)
 from rotvq_audio.codec import CodecConfig, CodecModel
-from rotvq_audio.tokenizer import Codec, load_tokens, token_file_header
+from rotvq_audio.api import Codec, load_tokens, token_file_header
 
 torch.set_num_threads(2)
 
@@ -239,7 +239,7 @@ def test_cli_encode_of_a_long_48k_stereo_file_stays_near_the_api_on_16k_mono(wor
     model = str(work / "tiny")
     cli_mb = _peak_rss_mb(f"import torch; torch.set_num_threads(1)\nfrom rotvq_audio.cli import main\n"
                           f"assert main(['encode', {str(wav)!r}, {str(tmp_path / 'long.npz')!r}, '--model', {model!r}, '-q']) == 0")
-    api_mb = _peak_rss_mb(f"import torch; torch.set_num_threads(1)\nfrom rotvq_audio.tokenizer import Codec\n"
+    api_mb = _peak_rss_mb(f"import torch; torch.set_num_threads(1)\nfrom rotvq_audio.api import Codec\n"
                           f"c = Codec.from_pretrained({model!r}); c.encode(torch.randn(300 * 16000) * 0.05, 16000)")
     print(f"peak RSS: CLI on 5 min 48 kHz stereo {cli_mb:.0f} MB, API on 5 min 16 kHz mono {api_mb:.0f} MB")
     assert cli_mb < api_mb + 250, (cli_mb, api_mb)

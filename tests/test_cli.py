@@ -10,7 +10,7 @@ import torch
 from conftest import run_rotvq as run  # `rotvq ARGS` in-process: (status, stdout, stderr)
 from rotvq_audio.codec import CodecConfig, CodecModel
 from rotvq_audio.data import load_audio
-from rotvq_audio.tokenizer import load_tokens
+from rotvq_audio.api import load_tokens
 
 torch.set_num_threads(2)
 

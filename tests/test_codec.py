@@ -210,10 +210,15 @@ def test_encode_is_deterministic_even_in_train_mode():
 
 
 def test_batch_items_are_independent(trained_tiny):
+    """An item's latents do not depend on the rest of its batch, to float rounding (a batched FFT or convolution may
+    round differently from a single one on some CPUs), and neither do its codes, except at the rare near-ties that
+    rounding can flip. A bug mixing batch items would move the latents by far more than the tolerance."""
     x = _audio(3200, B=3)
-    codes = trained_tiny.encode(x)
+    with torch.no_grad(): z, codes = trained_tiny.encoder(x), trained_tiny.encode(x)
     for i in range(3):
-        assert torch.equal(trained_tiny.encode(x[i:i + 1]), codes[i:i + 1])
+        with torch.no_grad(): zi, ci = trained_tiny.encoder(x[i:i + 1]), trained_tiny.encode(x[i:i + 1])
+        torch.testing.assert_close(zi, z[i:i + 1], rtol=1e-5, atol=1e-5)
+        assert (ci != codes[i:i + 1]).float().mean() <= 0.02
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
@@ -249,7 +254,7 @@ def test_bad_codes():
         m.decode(torch.zeros(1, 3, 4))
     with pytest.raises(ValueError, match="1 ≤ n_q ≤ 12"):
         m.decode(torch.zeros(1, 13, 4, dtype=torch.long))
-    with pytest.raises(ValueError, match="expected codes of shape"):
+    with pytest.raises(ValueError, match="expected codes shaped"):
         m.decode(torch.zeros(3, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="0 < length ≤ 1280"):
         m.decode(torch.zeros(1, 3, 4, dtype=torch.long), length=2000)

@@ -7,7 +7,12 @@ import safetensors.torch as st
 import torch
 
 from rotvq_audio.data import default_speech_dir, speech_split
-from rotvq_audio.train import Trainer, NonFiniteLoss, RunLocked, find_checkpoint, load_config, main, override
+from rotvq_audio.trainer import Trainer, NonFiniteLoss
+from rotvq_audio.train import main
+from rotvq_audio.checkpoint import RunLocked
+from rotvq_audio.checkpoint import find_checkpoint
+from rotvq_audio.config import load_config
+from rotvq_audio.core import override
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -28,18 +33,18 @@ def test_a_second_trainer_on_the_same_folder_is_refused_naming_the_holder(tmp_pa
     run = tmp_path/"run"; run.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
                                f"f = open({str(run/'.lock')!r}, 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
-                               "f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush(); print('held', flush=True); time.sleep(60)"],
+                               "f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush(); print('held', flush=True); time.sleep(600)"],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        rc = main(["tiny", "--out", str(run), "--steps", "2", "--val_clips", "0", "--max_train_clips", "8", "--quiet"])
+        rc = main(["tiny", "--out", str(run), "--steps", "2", "--val_clips", "0", "--max_train_clips", "8", "--threads", "1", "--quiet"])
         err = capsys.readouterr().err
         assert rc == 2 and f"PID {holder.pid}" in err and len(err.strip().splitlines()) == 1
         assert not (run/"ckpt").exists()  # nothing written beside the holder
     finally:
         holder.kill(); holder.wait()
     # the holder died: its lock went with it, and the folder trains
-    assert main(["tiny", "--out", str(run), "--steps", "2", "--val_clips", "0", "--max_train_clips", "8", "--quiet"]) == 0
+    assert main(["tiny", "--out", str(run), "--steps", "2", "--val_clips", "0", "--max_train_clips", "8", "--threads", "1", "--quiet"]) == 0
 
 
 def test_a_step_folder_that_is_not_a_checkpoint_is_replaced(tmp_path):
@@ -149,7 +154,7 @@ def test_a_manifest_without_sources_is_one_line(tmp_path, capsys):
 
 
 def test_changed_optimiser_settings_apply_on_resume(tmp_path, capsys):
-    cfg = tiny(tmp_path, steps=2, ckpt_every=2, warmup_steps=0, decay="constant")
+    cfg = tiny(tmp_path, steps=2, ckpt_every=2, warmup_steps=0, **{"optim.decay": "constant"})
     Trainer(cfg, quiet=True).fit()
     new = override(override(override(cfg, "optim.lr", 1e-4), "optim.betas", [0.5, 0.9]), "optim.weight_decay", 0.05)
     tr = Trainer(override(new, "steps", 3), resume=True)

@@ -6,9 +6,10 @@ import pytest
 import torch
 from hypothesis import given, settings, HealthCheck, strategies as st
 
-from rotvq_audio.lm_tokens import (PATTERNS, STREAM_PATTERNS, AudioTokenizer, n_q_for_kbps, sequence_length,
+from rotvq_audio.quantize import n_q_for_kbps
+from rotvq_audio.lm_tokens import (PATTERNS, STREAM_PATTERNS, AudioTokenizer, sequence_length,
                                    token_rates)
-from rotvq_audio.tokenizer import PAD_CODE, Codec
+from rotvq_audio.api import PAD_CODE, Codec
 
 torch.set_num_threads(1)
 # derandomized and without an example database: the same examples on every run, and no .hypothesis/ folder
@@ -268,9 +269,9 @@ def test_constructor_and_bitrate_errors():
     with pytest.raises(ValueError, match="expected pattern to be one of"): AudioTokenizer(16, 3, "valle")
     with pytest.raises(ValueError, match="offset to be an integer ≥ 0"): AudioTokenizer(16, 3, offset=-1)
     with pytest.raises(ValueError, match="codebook_size to be an integer ≥ 1"): AudioTokenizer(0, 3)
-    with pytest.raises(ValueError, match="among 0.5, 1, 1.5"): n_q_for_kbps(2.25)
-    assert [n_q_for_kbps(k) for k in (0.5, 1.5, 3, 6)] == [1, 3, 6, 12]
-    with pytest.raises(ValueError, match="among"): n_q_for_kbps(6, max_n_q=6)
+    with pytest.raises(ValueError, match="among 0.5, 1, 1.5"): n_q_for_kbps(2.25, 1024, 50, 12)
+    assert [n_q_for_kbps(k, 1024, 50, 12) for k in (0.5, 1.5, 3, 6)] == [1, 3, 6, 12]
+    with pytest.raises(ValueError, match="among"): n_q_for_kbps(6, 1024, 50, max_n_q=6)
     with pytest.raises(ValueError, match="expected pattern"): sequence_length("zigzag", 3, 10)
 
 

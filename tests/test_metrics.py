@@ -12,7 +12,7 @@ from pystoi import stoi as pystoi_stoi
 
 from rotvq_audio.metrics import (CodebookMetrics, EvalResult, bitrate, codebook_metrics, evaluate, mel_distance,
                                  pesq_nb, pesq_wb, si_sdr, stoi)
-from rotvq_audio.quantize import UsageAccumulator
+from rotvq_audio.codebook import UsageAccumulator
 
 SPEECH = Path(os.environ.get("ROTVQ_SPEECH", Path(__file__).resolve().parents[1].parent / "shared" / "speech"))
 DEV_CLIPS = ["dev/librispeech/367/367-130732-0006.flac", "dev/librispeech/3331/3331-159605-0004.flac",

@@ -7,7 +7,12 @@ import pytest
 import safetensors.torch as st
 import torch
 
-from rotvq_audio.train import Trainer, NonFiniteLoss, load_config, override, find_checkpoint, main
+from rotvq_audio.trainer import Trainer, TrainHooks, NonFiniteLoss
+from rotvq_audio.train import main
+from rotvq_audio.codec import CodecModel, CodecConfig
+from rotvq_audio.checkpoint import find_checkpoint
+from rotvq_audio.config import load_config
+from rotvq_audio.core import override
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +64,9 @@ def test_resume_matches_uninterrupted_run(tmp_path):
 
 DDP_SCRIPT = """
 import json, sys, torch, torch.distributed as dist, safetensors.torch as st
-from rotvq_audio.train import Trainer, load_config, override, _unwrap
+from rotvq_audio.trainer import Trainer
+from rotvq_audio.config import load_config
+from rotvq_audio.core import override, unwrap
 torch.set_num_threads(1)
 cfg = load_config("tiny")
 for k, v in dict(out_dir=sys.argv[1], steps=6, adv_start_step=3, val_clips=1, val_seconds=1.0, val_workers=1, val_every=3,
@@ -69,7 +76,7 @@ t = Trainer(cfg, device="cpu", quiet=True)
 s = t.fit()
 r = t.dist.rank
 for name, m in (("model", t.model), ("discs", t.discs)):
-    st.save_file({k: v.detach().contiguous() for k, v in _unwrap(m).state_dict().items()}, f"{sys.argv[1]}/{name}_rank{r}.safetensors")
+    st.save_file({k: v.detach().contiguous() for k, v in unwrap(m).state_dict().items()}, f"{sys.argv[1]}/{name}_rank{r}.safetensors")
 json.dump({"world": t.dist.world_size, "mel": [h["mel"] for h in s.history]}, open(f"{sys.argv[1]}/rank{r}.json", "w"))
 dist.destroy_process_group()
 """
@@ -98,9 +105,23 @@ def test_ddp_two_cpu_processes_stay_identical(tmp_path):
     assert [r["step"] for r in logs if r["event"] == "checkpoint"] == [3, 6]
 
 
+SLEEP_IN_SAVE = """
+import sys, time, torch
+from rotvq_audio.config import load_config
+from rotvq_audio.core import override
+from rotvq_audio.trainer import Trainer, TrainHooks
+torch.set_num_threads(1)
+cfg = load_config("tiny")
+for k, v in dict(out_dir=sys.argv[1], val_clips=0, max_train_clips=8, steps=9, ckpt_every=3).items(): cfg = override(cfg, k, v)
+def sleep(step):
+    if step == 6: print("sleeping inside the save of step 6", flush=True); time.sleep(120)
+Trainer(cfg, quiet=True, hooks=TrainHooks(before_commit=sleep)).fit()
+"""
+
+
 def test_kill_during_save_leaves_previous_checkpoint(tmp_path):
     run = tmp_path/"killed"
-    p = cli(run, "--steps", 9, "--ckpt_every", 3, env={"ROTVQ_TEST_SAVE_SLEEP": "6:120"})
+    p = subprocess.Popen([sys.executable, "-c", SLEEP_IN_SAVE, str(run)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline, seen = time.time()+120, ""
     while "sleeping inside the save of step 6" not in seen:
         assert time.time() < deadline and p.poll() is None, seen
@@ -140,9 +161,13 @@ def test_checkpoint_refuses_a_different_model(tmp_path):
     assert Trainer(override(cfg, "steps", 4), resume=True, quiet=True).step == 2  # loop settings may change
 
 
-def test_nonfinite_steps_are_skipped(tmp_path, monkeypatch):
-    monkeypatch.setenv("ROTVQ_TEST_NAN_STEPS", "2-3")
-    t = Trainer(tiny(tmp_path, steps=5), quiet=True)
+def nan_at(steps):
+    "A `TrainHooks` whose loss is NaN at the given steps."
+    return TrainHooks(loss_scale=lambda s: float("nan") if s in steps else 1.0)
+
+
+def test_nonfinite_steps_are_skipped(tmp_path):
+    t = Trainer(tiny(tmp_path, steps=5), quiet=True, hooks=nan_at({2, 3}))
     t.fit(stop_at=2)
     before = {k: p.detach().clone() for k, p in t.model.named_parameters()}
     t.fit(stop_at=4)
@@ -154,11 +179,11 @@ def test_nonfinite_steps_are_skipped(tmp_path, monkeypatch):
 
 
 def test_too_many_nonfinite_losses_stop_the_run(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("ROTVQ_TEST_NAN_STEPS", "1-")
     with pytest.raises(NonFiniteLoss, match="3 non-finite losses in a row"):
-        Trainer(tiny(tmp_path, "a", steps=20, max_nonfinite=3), quiet=True).fit()
+        Trainer(tiny(tmp_path, "a", steps=20, max_nonfinite=3), quiet=True, hooks=nan_at(range(1, 99))).fit()
+    # the command turns it into one line and exit 2 (a lr that diverges at once makes the losses non-finite)
     args = ["tiny", "--out", str(tmp_path/"b"), "--steps", "20", "--val_clips", "0", "--max_train_clips", "8",
-            "--opts", "max_nonfinite=3", "--threads", "1", "--quiet"]
+            "--opts", "max_nonfinite=3 optim.grad_clip=0", "--lr", "1e30", "--threads", "1", "--quiet"]
     assert main(args) == 2
     assert "non-finite losses in a row" in capsys.readouterr().err
 
@@ -178,7 +203,7 @@ def test_validation_logs_metrics_audio_and_spectrograms(tmp_path):
 
 
 def test_codebooks_start_from_kmeans_and_churn_is_logged(tmp_path):
-    from rotvq_audio.quantize import duplicate_codes
+    from rotvq_audio.codebook import duplicate_codes
     tr = Trainer(tiny(tmp_path, steps=6, log_every=3), quiet=True)
     q = tr.model.quantizer
     assert q.initted  # before the first step, on 10 vectors per code from the first steps' batches
@@ -215,7 +240,9 @@ def test_finetune_from_the_bundled_model(tmp_path):
     moved = [k for k in bundled if not torch.equal(first[k], bundled[k])]
     weights = [k for k in moved if ".codebook." not in k]  # the EMA codebooks move by their own rule
     assert weights and max(float((first[k] - bundled[k]).abs().max()) for k in weights) < 1e-3  # one warm-up step away
-    assert json.loads((run/"train_config.json").read_text())["codec"] == json.loads((bundled_model_dir()/"config.json").read_text())
+    ran, bundled = (CodecConfig.from_dict(json.loads(f.read_text())["codec"] if f.name == "train_config.json" else json.loads(f.read_text()))
+                    for f in (run/"train_config.json", bundled_model_dir()/"config.json"))
+    assert ran == bundled
     d0 = st.load_file(str(bundled_model_dir()/"discriminators.safetensors"))  # the discriminators ship beside the weights
     d1 = st.load_file(str(run/"ckpt"/"step-0000001"/"discriminators.safetensors"))
     assert d1.keys() == d0.keys() and all(torch.equal(d1[k], d0[k]) for k in d0)  # loaded; not trained before the GAN phase
@@ -225,3 +252,26 @@ def test_init_errors_are_one_line(tmp_path, capsys):
     assert main(["tiny", "--init", str(tmp_path/"nowhere"), "--out", str(tmp_path/"x"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("rotvq-train: ") and "nowhere" in err and len(err.splitlines()) == 1
+
+
+def test_a_checkpoint_saved_before_the_quantizer_config_resumes(tmp_path):
+    "Configs written before `QuantizerConfig` existed hold only `grad` and `lookup`: the rest take their defaults."
+    cfg = tiny(tmp_path, steps=2)
+    Trainer(cfg, quiet=True).fit()
+    ckpt = find_checkpoint(tmp_path/"run")
+    for f in (ckpt/"train_config.json", ckpt/"generator"/"config.json"):
+        d = json.loads(f.read_text())
+        (d["codec"] if "codec" in d else d)["quantizer"] = {"grad": "rotation", "lookup": "cosine"}  # the old form
+        f.write_text(json.dumps(d))
+    t = Trainer(override(cfg, "steps", 3), resume=True, quiet=True)
+    assert t.step == 2 and t.cfg.codec.quantizer.lookup == "cosine"
+    assert CodecModel.from_pretrained(ckpt/"generator").config.quantizer == cfg.codec.quantizer
+
+
+def test_the_quantizer_is_set_from_the_command_line(tmp_path):
+    out = tmp_path/"ste"
+    assert main(["tiny", "--out", str(out), "--steps", "2", "--val_clips", "0", "--max_train_clips", "8", "--threads", "1",
+                 "--quiet", "--codec.quantizer.grad", "ste", "--codec.quantizer.dead_code_threshold", "0.05"]) == 0
+    q = load_config(str(out)).codec.quantizer
+    assert (q.grad, q.dead_code_threshold, q.lookup) == ("ste", 0.05, "cosine")
+    assert [s.grad for s in CodecModel.from_pretrained(out/"model").quantizer.stages] == ["ste"] * 12

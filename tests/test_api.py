@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from rotvq_audio import Codec
-from rotvq_audio import tokenizer as tk
+from rotvq_audio import api as tk
 from rotvq_audio.codec import CodecConfig, CodecModel
 from rotvq_audio.data import load_audio
 from rotvq_audio.metrics import pesq_wb, stoi
-from rotvq_audio.tokenizer import PAD_CODE, Tokens, bundled_model_dir, load_tokens, save_tokens
+from rotvq_audio.api import PAD_CODE, Tokens, bundled_model_dir, load_tokens, save_tokens
 
 torch.set_num_threads(2)
 SPEECH = Path(os.environ.get("ROTVQ_SPEECH", Path(__file__).resolve().parents[1].parent / "shared" / "speech"))
