@@ -6,8 +6,8 @@ Docs: https://rotvq.github.io/rotvq-audio/trainer.html.md"""
 
 # %% ../nbs/06d_trainer.ipynb #c4f3c064
 from __future__ import annotations
-import contextlib, fcntl, json, math, os, signal, sys, threading, time, warnings
-from dataclasses import dataclass, field
+import contextlib, json, math, sys, time, warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +26,7 @@ from .data import SpeechDataset, StepSampler, EpochCrops, speech_split, collate,
 from .evaluate import evaluate_codec, reconstruct_fn
 from .config import TrainConfig, save_config
 from .checkpoint import (DISCRIMINATORS_NAME, CheckpointMismatch, save_checkpoint, checkpoints, load_checkpoint,
-                                    export_model, init_dir, load_init, read_log, lock_run, RunLocked)
+                                    export_model, init_dir, load_init, read_log, lock_run)
 from .optim import optimisers, apply_settings
 
 # %% auto #0
