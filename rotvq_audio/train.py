@@ -13,7 +13,8 @@ from .core import override, dashed, command_parser
 from .codec import CodecConfig, CONFIG_NAME
 from .config import load_config
 from .checkpoint import init_dir
-from .trainer import Trainer, TrainSummary, NonFiniteLoss, RunLocked
+from .trainer import Trainer, TrainSummary, NonFiniteLoss
+from .checkpoint import RunLocked
 
 # %% auto #0
 __all__ = ['train', 'main']
