@@ -6,13 +6,13 @@
     .venv/bin/python bench/recipe.py score [NAME ...]        # rotvq-eval on all of dev, table + plot in bench/results/recipe/
     .venv/bin/python bench/recipe.py snapshot NAME           # generator + discriminators into bench/results/recipe/NAME/snapshot
     .venv/bin/python bench/recipe.py long                    # the long run: the winner continued with no CPU cap (RUNS/long)
-    .venv/bin/python bench/recipe.py curve                   # score the long run on all of dev, add to long/curve.json + plot
+    .venv/bin/python bench/recipe.py curve [--snapshot DIR]  # score the long run (or a snapshot) on all of dev, add to long/curve.json + plot
 
 Every candidate is `rotvq-train small` plus the overrides below, trained to the same CPU budget (`--max_cpu_minutes`,
 counted in the training process over all resumes), one torch thread, no loader workers, run folder
 ~/.cache/rotvq/recipe/NAME (--root). `train` is safe to repeat: a finished run stops at once, a stopped one resumes. On a fresh machine without the run
 folder, a committed snapshot continues as a fine-tune: `rotvq-train small --init bench/results/recipe/NAME/snapshot`
-with the candidate's --opts (fresh optimiser; its progress.json says where it stood).
+with the candidate's overrides (fresh optimiser; its progress.json says where it stood).
 """
 import argparse, json, os, subprocess, sys
 from pathlib import Path
@@ -48,10 +48,10 @@ COMMON = {"num_workers": 0, "val_every": 500, "ckpt_every": 250, "log_every": 50
 def train_command(name, cpu_minutes, out=None, extra=()):
     "`rotvq-train small` with candidate `name`'s overrides into RUNS/name (or `out`); no CPU cap when `cpu_minutes` is None."
     _, over = CANDIDATES[name]
-    opts = " ".join(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in over.items())
     cmd = [sys.executable, "-m", "rotvq_audio.train", "small", "--out", str(out or RUNS / name), "--resume", "--threads", "1"]
     if cpu_minutes is not None: cmd += ["--max_cpu_minutes", str(cpu_minutes)]
-    cmd += ["--opts", opts, *extra]
+    for k, v in over.items(): cmd += [f"--{k}", json.dumps(v, separators=(",", ":"))]
+    cmd += list(extra)
     for k, v in COMMON.items(): cmd += [f"--{k}", str(v)]
     return cmd
 
@@ -234,10 +234,17 @@ def cmd_curve(a):
     out.mkdir(parents=True, exist_ok=True)
     points = json.loads((out / "curve.json").read_text()) if (out / "curve.json").exists() else []
     if not a.plot_only:
-        rep = run_eval(str(run), "dev", out=str(out / "eval"), max_files=a.max_files, workers=a.workers, quiet=True)
+        if a.snapshot: # a committed snapshot: its progress.json says where it stood; a rotvq-eval report of it is reused
+            snap = Path(a.snapshot); prog = json.loads((snap / "progress.json").read_text())
+            step, cpu, report = prog["step"], prog["cpu_hours_at_last_log"], snap / "eval" / "report.json"
+            fresh = report.exists() and report.stat().st_mtime > (snap / "model.safetensors").stat().st_mtime
+            rep = json.loads(report.read_text()) if fresh and a.max_files is None else \
+                run_eval(str(snap), "dev", out=str(snap / "eval"), max_files=a.max_files, workers=a.workers, quiet=True)
+        else:
+            rep = run_eval(str(run), "dev", out=str(out / "eval"), max_files=a.max_files, workers=a.workers, quiet=True)
+            cpu0, step0 = continued_from(run)
+            step, cpu = step0 + train["step"], cpu0 + train["cpu_hours"]
         by = {f"{b['kbps']:g}": {k: round(v, 4) for k, v in b["means"].items()} for b in rep["bitrates"]}
-        cpu0, step0 = continued_from(run)
-        step, cpu = step0 + train["step"], cpu0 + train["cpu_hours"]
         points = [p for p in points if p["step"] != step] + [{"step": step, "cpu_hours": round(cpu, 3),
                                                                          "n_files": rep["n_files"], **by}]
         points.sort(key=lambda p: p["cpu_hours"])
@@ -266,6 +273,7 @@ if __name__ == "__main__":
     sub.add_parser("long")
     c = sub.add_parser("curve"); c.add_argument("--workers", type=int, default=2); c.add_argument("--max_files", type=int, default=None)
     c.add_argument("--plot_only", action="store_true", help="redraw curve.png from curve.json")
+    c.add_argument("--snapshot", help="score this snapshot folder (bench/recipe.py snapshot's layout) instead of the run's newest checkpoint")
     t = sub.add_parser("train"); t.add_argument("names", nargs="+")
     s = sub.add_parser("score"); s.add_argument("names", nargs="*"); s.add_argument("--workers", type=int, default=2)
     s.add_argument("--max_files", type=int, default=None, help="score only the first N dev clips (smoke tests)")

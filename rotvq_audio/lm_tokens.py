@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import torch
 from fastcore.basics import patch
-from .quantize import PAD_CODE, bitrate, n_q_for_kbps
+from .quantize import PAD_CODE, bitrate, check_codes, n_q_for_kbps
 from .codec import CodecModel
 
 # %% auto #0
@@ -89,33 +89,14 @@ class AudioTokenizer:
 def _is_int_tensor(x): return torch.is_tensor(x) and not (x.is_floating_point() or x.is_complex() or x.dtype == torch.bool)
 
 @patch
-def _check_codes(self: AudioTokenizer, codes) -> torch.Tensor: # (B, n_q, T) int64
-    if not _is_int_tensor(codes):
-        raise ValueError(f"expected integer codes as a torch.Tensor (B, n_q, T), got {getattr(codes, 'dtype', type(codes).__name__)}")
+def _check_codes(self: AudioTokenizer, codes, lengths=None) -> tuple[torch.Tensor, list[int]]: # (B, n_q, T) int64, frames per item
+    "`check_codes` with this tokenizer's codebook size, empty items allowed; then the depth this pattern takes."
+    codes, lengths = check_codes(codes, self.codebook_size, lengths=lengths, min_frames=0)
     ok = (self.n_q, 1) if self.pattern == "first_level" else (self.n_q,)
-    if codes.dim() != 3 or codes.shape[1] not in ok:
+    if codes.shape[1] not in ok:
         want = f"n_q = {self.n_q} or 1" if self.pattern == "first_level" else f"n_q = {self.n_q}"
         raise ValueError(f"expected codes of shape (B, n_q, T) with {want} for this tokenizer, got shape {tuple(codes.shape)}")
-    if codes.numel() and (codes.min() < PAD_CODE or codes.max() >= self.codebook_size):
-        raise ValueError(f"expected codes in [0, {self.codebook_size}) (or {PAD_CODE} past an item's end), "
-                         f"got values in [{int(codes.min())}, {int(codes.max())}]")
-    return codes.long()
-
-@patch
-def _check_lengths(self: AudioTokenizer, codes, lengths) -> list[int]:
-    "Frames per item: `lengths`, or where the `PAD_CODE` padding starts; no padding code inside an item."
-    B, _, T = codes.shape
-    valid = codes >= 0 # (B, n_q, T)
-    if lengths is None: lengths = valid[:, 0].sum(-1)
-    lengths = torch.as_tensor(lengths)
-    if lengths.shape != (B,) or lengths.is_floating_point() or (B and (lengths.min() < 0 or lengths.max() > T)):
-        raise ValueError(f"expected lengths to be {B} integers in [0, {T}], got {lengths.tolist()}")
-    inside = torch.arange(T) < lengths[:, None] # (B, T)
-    if (inside[:, None] & ~valid).any():
-        b = int((inside[:, None] & ~valid).nonzero()[0, 0])
-        raise ValueError(f"expected codes in [0, {self.codebook_size}) inside item {b}'s {int(lengths[b])} frames, "
-                         f"found {PAD_CODE} there (padding codes go only after an item's last frame, in every level)")
-    return lengths.tolist()
+    return codes, lengths
 
 # %% ../nbs/10_lm_tokens.ipynb #7751f129
 @patch
@@ -142,8 +123,7 @@ def codes_to_ids(self: AudioTokenizer, codes: torch.Tensor, # (B, n_q, T) intege
                  lengths=None, # (B,) frames per item; None: up to the `PAD_CODE` padding, else all T
                 ) -> tuple[torch.Tensor, torch.Tensor]: # ids (B, L) or (B, n_q, S); mask (B, L) or (B, S)
     "Token ids of a batch of code grids, laid out by the pattern, padded, with a mask of the real positions."
-    codes = self._check_codes(codes)
-    lengths = self._check_lengths(codes, lengths)
+    codes, lengths = self._check_codes(codes, lengths)
     return self._pad([self._item_ids(codes[b, :, :n]) for b, n in enumerate(lengths)])
 
 # %% ../nbs/10_lm_tokens.ipynb #fdc6153b

@@ -232,25 +232,36 @@ def check_codes(codes, # (B, n_q, N) integer codes: a tensor or a NumPy array
                 codebook_size: int, # codes must lie in [0, codebook_size)
                 max_n_q: int|None = None, # most stages allowed; None: any
                 padding: bool = True, # allow `PAD_CODE` after an item's last frame
+                lengths = None, # (B,) frames per item; None: where the `PAD_CODE` padding starts (all N without padding)
+                min_frames: int = 1, # fewest frames an item may have (0 lets empty items through)
                ) -> tuple[Tensor, list[int]]: # (B, n_q, N) int64, frames per item
-    "Validated codes and the number of non-padding frames of each item."
+    "Validated codes and the number of frames of each item; nothing but `PAD_CODE` after them, no `PAD_CODE` inside."
     if hasattr(codes, "__array_interface__") and not torch.is_tensor(codes): codes = torch.from_numpy(codes)
     if not torch.is_tensor(codes): raise ValueError(f"expected codes as a tensor or NumPy array (B, n_q, N), got {type(codes).__name__}")
     if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
         raise ValueError(f"expected integer codes, got {codes.dtype}")
-    if codes.dim() != 3 or 0 in codes.shape or codes.shape[1] > (max_n_q or math.inf):
-        raise ValueError(f"expected codes shaped (B, n_q, N) with B ≥ 1, 1 ≤ n_q ≤ {max_n_q or 'any'} and N ≥ 1, got shape {tuple(codes.shape)}")
+    if codes.dim() != 3 or 0 in codes.shape[:2] or codes.shape[-1] < min_frames or codes.shape[1] > (max_n_q or math.inf):
+        raise ValueError(f"expected codes shaped (B, n_q, N) with B ≥ 1, 1 ≤ n_q ≤ {max_n_q or 'any'} and N ≥ {min_frames}, "
+                         f"got shape {tuple(codes.shape)}")
     codes, low = codes.long(), PAD_CODE if padding else 0
-    if (codes >= codebook_size).any() or (codes < low).any():
+    if codes.numel() and ((codes >= codebook_size).any() or (codes < low).any()):
         raise ValueError(f"expected codes in [0, {codebook_size})" + (f" (or {PAD_CODE} as padding)" if padding else "") +
                          f", got values in [{int(codes.min())}, {int(codes.max())}]")
-    if not padding: return codes, [codes.shape[-1]] * codes.shape[0]
-    valid = codes >= 0
-    frames = valid[:, 0].sum(-1) # (B,)
-    if not (valid == (torch.arange(codes.shape[-1], device=codes.device) < frames[:, None])[:, None]).all():
-        raise ValueError(f"expected {PAD_CODE} only as padding after an item's last frame, in every stage")
-    if (frames == 0).any(): raise ValueError("expected at least one frame of codes per item, got an item that is all padding")
-    return codes, frames.tolist()
+    B, _, N = codes.shape
+    valid = codes >= 0 # (B, n_q, N)
+    derived = lengths is None
+    lengths = torch.as_tensor(valid[:, 0].sum(-1) if derived else lengths)
+    if derived and (lengths < min_frames).any():
+        raise ValueError(f"expected at least {min_frames} frame of codes per item, got an item that is all padding")
+    if lengths.shape != (B,) or lengths.is_floating_point() or lengths.is_complex() or (lengths < min_frames).any() or (lengths > N).any():
+        raise ValueError(f"expected lengths to be {B} integers in [{min_frames}, {N}], got {lengths.tolist()}")
+    inside = torch.arange(N, device=codes.device) < lengths.to(codes.device)[:, None, None] # (B, 1, N)
+    bad = (inside & ~valid) | (~inside & valid) if derived else inside & ~valid # (B, n_q, N)
+    if bad.any():
+        b = int(bad.nonzero()[0, 0])
+        raise ValueError(f"expected {PAD_CODE} only as padding after an item's last frame, in every stage; "
+                         f"item {b} has it inside its {int(lengths[b])} frames" + (" or codes after it" if derived else ""))
+    return codes, lengths.tolist()
 
 # %% ../nbs/00_quantize.ipynb #f44ab1f8
 def bitrate(n_q: int, # number of stages used

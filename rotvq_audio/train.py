@@ -9,20 +9,16 @@ from __future__ import annotations
 import json, os, sys
 import torch
 import torch.distributed as dist
-from .core import override, dashed, command_parser
+from .core import override, dashed, command_parser, leaf_paths
 from .codec import CodecConfig, CONFIG_NAME
-from .config import load_config
-from .checkpoint import init_dir
+from .config import TrainConfig, load_config
+from .checkpoint import RunLocked, init_dir
 from .trainer import Trainer, TrainSummary, NonFiniteLoss
-from .checkpoint import RunLocked
 
 # %% auto #0
-__all__ = ['train', 'main']
+__all__ = ['train', 'field_help', 'main']
 
 # %% ../nbs/06_train.ipynb #e348e84f
-_FLAGS = ("steps", "batch_size", "segment", "lr", "num_workers", "seed", "log_every", "val_every", "ckpt_every",
-          "val_clips", "max_train_clips")
-
 def train(config:str, # config JSON, bundled config name (tiny, small, base) or run folder
           out:str=None, # run folder (default: the config's out_dir)
           resume:bool=False, # continue from the newest checkpoint in the run folder
@@ -30,33 +26,13 @@ def train(config:str, # config JSON, bundled config name (tiny, small, base) or 
           max_minutes:float=None, # stop, with a checkpoint, after this many minutes
           max_cpu_minutes:float=None, # stop, with a checkpoint, once the run has used this many CPU minutes in all
           device:str=None, # "cuda" or "cpu" (default: cuda when available)
-          steps:int=None, # total optimiser steps
-          batch_size:int=None, # clips per process and step
-          segment:int=None, # crop length in samples
-          lr:float=None, # peak generator learning rate
-          num_workers:int=None, # DataLoader workers per process
-          seed:int=None, # random seed
-          log_every:int=None, # steps between loss records
-          val_every:int=None, # steps between validations
-          ckpt_every:int=None, # steps between checkpoints
-          val_clips:int=None, # dev clips used for validation
-          max_train_clips:int=None, # use only the first N training clips
-          no_bf16:bool=False, # keep float32 on CUDA
-          opts:str="", # more overrides: "dotted.field=value ..." (values parsed as JSON)
           threads:int=None, # torch CPU threads per process (default: cores / local processes)
           quiet:bool=False, # no progress bar or prints
-          **overrides, # any other config field by unique name or dotted path, e.g. val_seconds=2
+          **overrides, # config fields by unique name or dotted path: steps=100, lr=5e-4, **{"codec.quantizer.grad": "ste"}
          ) -> TrainSummary:
-    "Train the codec described by `config` (also the `rotvq-train` command)."
+    "Train the codec described by `config` with `overrides` applied (also the `rotvq-train` command)."
     cfg = load_config(config)
-    given = {k: v for k, v in locals().items() if k in _FLAGS and v is not None}
-    for k, v in given.items(): cfg = override(cfg, k, v)
-    for kv in opts.split():
-        k, sep, v = kv.partition("=")
-        if not sep: raise ValueError(f"expected --opts entries like field=value, got {kv!r}")
-        cfg = override(cfg, k, v)
     for k, v in overrides.items(): cfg = override(cfg, k, v)
-    if no_bf16: cfg = override(cfg, "bf16", False)
     if out: cfg = override(cfg, "out_dir", str(out))
     if init is not None:  # the pretrained model fixes the architecture
         f = init_dir(init)/CONFIG_NAME
@@ -70,15 +46,21 @@ def train(config:str, # config JSON, bundled config name (tiny, small, base) or 
         if dist.is_initialized(): dist.destroy_process_group()
 
 # %% ../nbs/06_train.ipynb #a24e2279
+def field_help() -> str:
+    "The config fields a `rotvq-train` flag can set, grouped by the config that holds them."
+    groups = {}
+    for p in leaf_paths(TrainConfig()): groups.setdefault(".".join(p[:-1]), []).append(p[-1])
+    return "Every config field is a flag, by its unique name or dotted path (values read as JSON): --steps 2000, --lr 5e-4, " \
+           "--codec.quantizer.grad ste. The fields: " + "; ".join(f"{g + '.' if g else ''}{{{', '.join(fs)}}}" for g, fs in groups.items())
+
 def main(argv:list|None=None) -> int:
     "Entry point of `rotvq-train`."
     p = command_parser(train, "rotvq-train", pos=["config"])
-    p.epilog = "Any other config field is a flag too: --val_seconds 2, --loss.adv_start_step 0, --codec.n_q 8."
+    p.epilog = field_help()
     args, rest = p.parse_known_args(dashed(sys.argv[1:] if argv is None else argv))
-    args = vars(args)
-    try: extra = _flag_pairs(rest)
+    try: fields = _flag_pairs(rest)
     except ValueError as e: p.error(str(e))
-    try: train(**args, **extra)
+    try: train(**vars(args), **fields)
     except (NonFiniteLoss, RunLocked, ValueError, OSError) as e:  # bad input or a run that cannot go on: one line, exit 2
         print(f"rotvq-train: {str(e).splitlines()[0] if not isinstance(e, NonFiniteLoss) else e}", file=sys.stderr); return 2
     return 0
@@ -95,7 +77,6 @@ def _flag_pairs(rest:list) -> dict:
             v = rest[i+1]; i += 1
         out[k.replace("-", "_")] = v; i += 1
     return out
-
 
 # %% ../nbs/06_train.ipynb #23279751
 # `__file__` is unset inside notebooks, whose `__name__` is also "__main__"

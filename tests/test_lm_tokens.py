@@ -246,12 +246,12 @@ def test_shape_mismatch_fails(pattern):
     tok = AudioTokenizer(16, 3, pattern)
     with pytest.raises(ValueError, match=r"expected codes of shape \(B, n_q, T\) with n_q = 3"):
         tok.codes_to_ids(torch.zeros(1, 2, 4, dtype=torch.long))
-    with pytest.raises(ValueError, match="expected codes of shape"): tok.codes_to_ids(torch.zeros(3, 4, dtype=torch.long))
-    with pytest.raises(ValueError, match=r"expected codes in \[0, 16\) \(or -1 past an item's end\), got values in \[16, 16\]"):
+    with pytest.raises(ValueError, match=r"expected codes shaped \(B, n_q, N\)"): tok.codes_to_ids(torch.zeros(3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"expected codes in \[0, 16\) \(or -1 as padding\), got values in \[16, 16\]"):
         tok.codes_to_ids(torch.full((1, 3, 4), 16))
     with pytest.raises(ValueError, match="expected integer codes"): tok.codes_to_ids(torch.zeros(1, 3, 4))
-    with pytest.raises(ValueError, match="found -1 there"): tok.codes_to_ids(torch.tensor([[[0, -1, 0]] * 3]))
-    with pytest.raises(ValueError, match="found -1 there"): tok.codes_to_ids(torch.tensor([[[0, 0, -1]] * 3]), lengths=[3])
+    with pytest.raises(ValueError, match="-1 only as padding after an item's last frame"): tok.codes_to_ids(torch.tensor([[[0, -1, 0]] * 3]))
+    with pytest.raises(ValueError, match="-1 only as padding after an item's last frame"): tok.codes_to_ids(torch.tensor([[[0, 0, -1]] * 3]), lengths=[3])
     with pytest.raises(ValueError, match=r"values in \[-2, 0\]"): tok.codes_to_ids(torch.tensor([[[0, -2]] * 3]))
     with pytest.raises(ValueError, match=r"expected lengths to be 1 integers in \[0, 4\]"):
         tok.codes_to_ids(torch.zeros(1, 3, 4, dtype=torch.long), lengths=[5])

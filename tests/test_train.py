@@ -183,7 +183,7 @@ def test_too_many_nonfinite_losses_stop_the_run(tmp_path, monkeypatch, capsys):
         Trainer(tiny(tmp_path, "a", steps=20, max_nonfinite=3), quiet=True, hooks=nan_at(range(1, 99))).fit()
     # the command turns it into one line and exit 2 (a lr that diverges at once makes the losses non-finite)
     args = ["tiny", "--out", str(tmp_path/"b"), "--steps", "20", "--val_clips", "0", "--max_train_clips", "8",
-            "--opts", "max_nonfinite=3 optim.grad_clip=0", "--lr", "1e30", "--threads", "1", "--quiet"]
+            "--max_nonfinite", "3", "--optim.grad_clip", "0", "--lr", "1e30", "--threads", "1", "--quiet"]
     assert main(args) == 2
     assert "non-finite losses in a row" in capsys.readouterr().err
 
