@@ -176,6 +176,28 @@ def _check_no_partial(self: AudioTokenizer, s, T, item): # s (n_q, S) delayed st
             raise ValueError(f"item {item}: the delayed streams end inside a frame (stream {k} holds ids past the {T} "
                              f"complete frames); pass drop_partial=True to keep only complete frames")
 
+# %% ../nbs/10_lm_tokens.ipynb #5a35112e
+@patch
+def _check_shape(self: AudioTokenizer, ids, streams: bool) -> torch.Tensor:
+    if not _is_int_tensor(ids):
+        raise ValueError(f"expected integer ids as a torch.Tensor, got {getattr(ids, 'dtype', type(ids).__name__)}")
+    dim, what = (3, f"streams (B, {self.n_q}, S)") if streams else (2, "a flat sequence (B, L)")
+    if ids.dim() != dim or (streams and ids.shape[1] != self.n_q):
+        raise ValueError(f"expected ids as {what} for pattern {self.pattern!r}, got shape {tuple(ids.shape)}")
+    return ids
+
+@patch
+def _check_ids(self: AudioTokenizer, ids, mask=None, drop_partial=False):
+    "Ids and mask of the shape this pattern expects (interleaved streams are split), naming what arrived otherwise."
+    flat_streams = self.is_streams and torch.is_tensor(ids) and ids.dim() == 2
+    ids = self._check_shape(ids, self.is_streams and not flat_streams)
+    L = ids.shape[-1]
+    if mask is None: mask = torch.ones(ids.shape[0], L, dtype=torch.bool)
+    if not torch.is_tensor(mask) or mask.dtype != torch.bool or mask.shape != (ids.shape[0], L):
+        raise ValueError(f"expected a bool mask of shape {(ids.shape[0], L)}, got "
+                         f"{tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__} {getattr(mask, 'dtype', '')}")
+    return self.deinterleave(ids, mask, drop_partial) if flat_streams else (ids, mask)
+
 # %% ../nbs/10_lm_tokens.ipynb #1032f8fa
 @patch
 def interleave(self: AudioTokenizer, ids: torch.Tensor, # (B, n_q, S) streams
@@ -200,28 +222,6 @@ def deinterleave(self: AudioTokenizer, ids: torch.Tensor, # (B, L) step-interlea
     mask = torch.ones(B, L, dtype=torch.bool) if mask is None else mask
     return (ids[:, :S * self.n_q].reshape(B, S, self.n_q).transpose(1, 2),
             mask[:, :S * self.n_q].reshape(B, S, self.n_q).all(-1))
-
-# %% ../nbs/10_lm_tokens.ipynb #5a35112e
-@patch
-def _check_shape(self: AudioTokenizer, ids, streams: bool) -> torch.Tensor:
-    if not _is_int_tensor(ids):
-        raise ValueError(f"expected integer ids as a torch.Tensor, got {getattr(ids, 'dtype', type(ids).__name__)}")
-    dim, what = (3, f"streams (B, {self.n_q}, S)") if streams else (2, "a flat sequence (B, L)")
-    if ids.dim() != dim or (streams and ids.shape[1] != self.n_q):
-        raise ValueError(f"expected ids as {what} for pattern {self.pattern!r}, got shape {tuple(ids.shape)}")
-    return ids
-
-@patch
-def _check_ids(self: AudioTokenizer, ids, mask=None, drop_partial=False):
-    "Ids and mask of the shape this pattern expects (interleaved streams are split), naming what arrived otherwise."
-    flat_streams = self.is_streams and torch.is_tensor(ids) and ids.dim() == 2
-    ids = self._check_shape(ids, self.is_streams and not flat_streams)
-    L = ids.shape[-1]
-    if mask is None: mask = torch.ones(ids.shape[0], L, dtype=torch.bool)
-    if not torch.is_tensor(mask) or mask.dtype != torch.bool or mask.shape != (ids.shape[0], L):
-        raise ValueError(f"expected a bool mask of shape {(ids.shape[0], L)}, got "
-                         f"{tuple(mask.shape) if torch.is_tensor(mask) else type(mask).__name__} {getattr(mask, 'dtype', '')}")
-    return self.deinterleave(ids, mask, drop_partial) if flat_streams else (ids, mask)
 
 # %% ../nbs/10_lm_tokens.ipynb #40b263de
 @patch
