@@ -13,13 +13,13 @@ PKG = ROOT / "rotvq_audio"
 # (config -> checkpoint -> train) and the API side (tokenizer -> cli, lm_tokens) both stand on the codec.
 PLACE = {"core": (0, 0), "codebook": (-1, 1), "modules": (0.2, 1), "data": (1.2, 1), "quantize": (-1, 2),
          "metrics": (-1.6, 3), "codec": (-0.4, 3), "tokenfile": (0.7, 3), "streaming": (1.6, 3),
-         "losses": (-1.6, 4), "evaluate": (-0.6, 4), "api": (1.1, 4), "config": (-1.6, 5), "cli": (0.6, 5), "lm_tokens": (1.6, 5),
+         "losses": (-1.6, 4), "evaluate": (-0.6, 4), "api": (1.1, 4), "config": (-1.6, 5), "lm_tokens": (1.6, 5), "corpus": (1.3, 6), "cli": (0.6, 7),
          "checkpoint": (-1.1, 6), "optim": (-2.0, 6), "trainer": (-1.5, 7), "train": (-1.5, 8), "study": (-1.5, 9)}
 ROLE = {"core": "files, configs, processes", "codebook": "lookup, k-means, EMA", "quantize": "rotation trick, RVQ, codes", "modules": "conv blocks, STFT", "data": "audio, corpus",
         "metrics": "PESQ, STOI, ...", "codec": "encoder-RVQ-decoder", "losses": "mel, STFT, GAN", "evaluate": "rotvq-eval",
         "config": "TrainConfig", "checkpoint": "run store", "optim": "AdamW, schedule", "trainer": "the loop", "train": "rotvq-train",
         "api": "Codec API", "streaming": "CodecStream", "tokenfile": "token files",
-        "lm_tokens": "LM token layouts", "cli": "rotvq", "study": "rotvq-study"}
+        "lm_tokens": "LM token layouts", "corpus": "tokenize a corpus", "cli": "rotvq", "study": "rotvq-study"}
 
 
 def modules() -> list[str]:

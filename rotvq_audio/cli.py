@@ -1,4 +1,4 @@
-"""`rotvq encode | decode | info | demo`: speech files to token files and back from the shell, a thin layer over `Codec`.
+"""`rotvq encode | decode | info | demo | tokenize | lm-export`: speech files to token files and back from the shell, a thin layer over `Codec`; whole corpora to Parquet shards and LM token files.
 
 Docs: https://rotvq.github.io/rotvq-audio/cli.html.md"""
 
@@ -18,11 +18,12 @@ from .codec import bundled_model_dir
 from .data import AudioError, AUDIO_EXTS, load_audio
 from .metrics import pesq_wb, stoi, codebook_metrics
 from .api import Codec, Tokens, save_tokens, load_tokens, token_file_header
+from .corpus import tokenize, lm_export
 
 # %% auto #0
 __all__ = ['COMMANDS', 'load_codec', 'write_wav', 'check_output', 'encode_file', 'decode_file', 'map_folder', 'describe_tokens',
            'demo_clip', 'round_trip', 'demo_report', 'demo', 'encode_command', 'decode_command', 'info_command',
-           'demo_command', 'build_parser', 'main']
+           'demo_command', 'tokenize_command', 'lm_export_command', 'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #7e58ec6c
 def load_codec(model: str | None = None) -> Codec:
@@ -217,9 +218,42 @@ def demo_command(clip:str=None, # audio file (default: the shipped demo clip)
     "Round-trip a speech clip at 1.5, 3 and 6 kbps and report."
     print(demo(load_codec(model), clip, kbps, out)); return 0
 
+# %% ../nbs/09_cli.ipynb #64d5350c
+def tokenize_command(input:str, # audio folder (recursive), glob, or manifest .csv with a `path` (and `id`) column
+                     out_dir:str, # folder of the Parquet shards; a rerun finishes what is missing
+                     kbps:float=None, # bitrate (default: all stages)
+                     n_q:int=None, # or the number of stages
+                     model:str=None, # model folder (default: the bundled model)
+                     batch_size:int=None, # clips per forward pass (default: 1 on the CPU, 32 on a GPU)
+                     num_workers:int=2, # DataLoader workers (on the CPU they encode too)
+                     device:str=None, # cpu or cuda (default: cuda when available)
+                     shard_size:int=1000, # inputs per shard
+                     quiet:bool=False, # no progress bar or summary
+                    ) -> int:
+    "Audio corpus -> Parquet shards of codes."
+    s = tokenize(input, out_dir, kbps, n_q, model, batch_size, num_workers, device, shard_size, progress=not quiet)
+    if not quiet and int(os.environ.get("RANK", 0)) == 0:
+        print(f"{s.out}: {s.shards} shard(s), {s.written} written now, {s.skipped} already done; {s.items} clips "
+              f"({s.audio_hours:.2f} h of audio) in {s.seconds:.1f} s; {s.errors} unreadable (errors.csv)")
+    return 2 if s.errors else 0
+
+def lm_export_command(corpus:str, # folder written by `rotvq tokenize`
+                      lm_dir:str, # folder for train.bin, val.bin and meta.json
+                      pattern:str="delay", # flatten, delay, parallel or first_level
+                      val_fraction:float=0.01, # share of clips in val.bin (chosen by a hash of the id)
+                      offset:int=0, # id of the first audio token (the size of a text vocabulary in front)
+                      no_specials:bool=False, # no BOA / EOA / PAD ids
+                      quiet:bool=False, # no summary
+                     ) -> int:
+    "Tokenized corpus -> train.bin / val.bin token ids for a language model."
+    m = lm_export(corpus, lm_dir, pattern, val_fraction, offset, not no_specials)
+    if not quiet: print(f"{lm_dir}: {m['tokens']['train']} train + {m['tokens']['val']} val ids ({m['dtype']}), vocabulary {m['vocab_size']}, pattern {pattern}")
+    return 0
+
 # %% ../nbs/09_cli.ipynb #d086bd5f
 COMMANDS = dict(encode=(encode_command, ["input", "output"]), decode=(decode_command, ["input", "output"]),
-                info=(info_command, ["input"]), demo=(demo_command, ["clip"]))
+                info=(info_command, ["input"]), demo=(demo_command, ["clip"]),
+                tokenize=(tokenize_command, ["input", "out_dir"]), **{"lm-export": (lm_export_command, ["corpus", "lm_dir"])})
 
 def build_parser() -> argparse.ArgumentParser:
     "The argument parser of `rotvq`: one subcommand per function of `COMMANDS`."
