@@ -176,6 +176,7 @@ def tokenize(source: str, # folder, glob, or manifest .csv with a `path` (and op
             ) -> TokenizeSummary:
     "Tokenize a corpus into Parquet shards; shards already written are kept, each rank of a torchrun takes every world-th shard."
     t0 = time.time()
+    if (device or "").startswith("cuda") and not torch.cuda.is_available(): raise ValueError(f"device {device!r} asked for, but no CUDA device is available")
     d = setup_dist(device)
     codec = Codec.from_pretrained(model, device=d.device)
     n_q = codec.n_q_for(kbps, n_q)

@@ -109,6 +109,9 @@ def test_a_folder_of_another_model_is_refused(work):
     assert code == 2 and err.count("\n") == 1 and "holds tokens of other settings (model 'tiny' there, 'other' here, model_hash" in err, err
     code, _, err = tok(work, work / "t1", "--kbps", 0.6)
     assert code == 2 and "n_q 4 there, 2 here" in err, err
+    if not torch.cuda.is_available():
+        code, _, err = tok(work, work / "t8", "--device", "cuda")
+        assert code == 2 and "no CUDA device is available" in err and err.count("\n") == 1, err
 
 
 def test_a_manifest_with_ids_and_missing_paths(work):
