@@ -53,10 +53,16 @@ def rows(out):
     return [r for p in sorted(Path(out).glob("shard-*.parquet")) for r in pq.read_table(p).to_pylist()]
 
 
-def test_every_clip_equals_codec_encode_alone(work):
-    "Worker processes, batches of 3 bucketed by length: each clip's codes are `Codec.encode` of it alone."
+@pytest.fixture(scope="module")
+def t1(work):
+    "The corpus tokenized by 2 worker processes in batches of 3 bucketed by length (exit 2: unreadable inputs exist)."
     code, _, err = tok(work, work / "t1", "--num-workers", 2, "--batch-size", 3)
-    assert code == 2 and "Traceback" not in err  # unreadable inputs exist: listed, exit 2
+    assert code == 2 and "Traceback" not in err
+    return work / "t1"
+
+
+def test_every_clip_equals_codec_encode_alone(work, t1):
+    "Each clip's codes are `Codec.encode` of it alone, whatever batch it was encoded in."
     codec = Codec.from_pretrained(work / "tiny")
     got = rows(work / "t1")
     assert len(got) == 12  # 10 speech clips + 6 channels + 8 kHz
@@ -72,7 +78,7 @@ def test_every_clip_equals_codec_encode_alone(work):
     assert settings["n_q"] == 4 and settings["n_items"] == 16 and settings["model_hash"] == codec.weights_hash
 
 
-def test_a_second_run_recomputes_nothing_and_a_missing_shard_is_redone(work):
+def test_a_second_run_recomputes_nothing_and_a_missing_shard_is_redone(work, t1):
     out = work / "t2"
     tok(work, out, "--num-workers", 0)
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("shard-*.parquet")}
@@ -84,14 +90,14 @@ def test_a_second_run_recomputes_nothing_and_a_missing_shard_is_redone(work):
     assert pq.read_table(out / "shard-00001.parquet").column("codes") == pq.read_table(work / "t1" / "shard-00001.parquet").column("codes")
 
 
-def test_output_does_not_depend_on_workers_or_batches(work):
+def test_output_does_not_depend_on_workers_or_batches(work, t1):
     tok(work, work / "t3", "--num-workers", 1, "--batch-size", 8)
     for k in range(4):
         a, b = (pq.read_table(d / f"shard-{k:05d}.parquet") for d in (work / "t1", work / "t3"))
         assert a.select(["id", "path", "n_samples", "sample_rate", "codes"]).equals(b.select(["id", "path", "n_samples", "sample_rate", "codes"]))
 
 
-def test_two_torchrun_ranks_write_what_one_process_writes(work):
+def test_two_torchrun_ranks_write_what_one_process_writes(work, t1):
     out = work / "t4"
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                         "-m", "rotvq_audio.cli", "tokenize", str(work / "in"), str(out), "--model", str(work / "tiny"),
@@ -104,7 +110,7 @@ def test_two_torchrun_ranks_write_what_one_process_writes(work):
     assert (out / "errors.csv").read_text() == (work / "t1" / "errors.csv").read_text()
 
 
-def test_a_folder_of_another_model_is_refused(work):
+def test_a_folder_of_another_model_is_refused(work, t1):
     code, _, err = run("tokenize", work / "in", work / "t1", "--model", work / "other", "--shard-size", 4, "-q")
     assert code == 2 and err.count("\n") == 1 and "holds tokens of other settings (model 'tiny' there, 'other' here, model_hash" in err, err
     code, _, err = tok(work, work / "t1", "--kbps", 0.6)
@@ -143,7 +149,7 @@ def test_a_full_disk_mid_shard_leaves_no_half_shard(work, monkeypatch):
     assert (s.written, s.skipped) == (3, 1)
 
 
-def test_pyarrow_and_datasets_read_the_shards_and_lm_export_round_trips(work):
+def test_pyarrow_and_datasets_read_the_shards_and_lm_export_round_trips(work, t1):
     files = sorted(str(p) for p in (work / "t1").glob("shard-*.parquet"))
     assert pq.read_table(files).num_rows == 12
     datasets = pytest.importorskip("datasets")
