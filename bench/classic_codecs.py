@@ -4,7 +4,8 @@
     .venv/bin/python bench/classic_codecs.py --model RUN_OR_MODEL --max_files 10 --out /tmp/peers
 
 Opus (opus-tools: `opusenc --bitrate B`, decoded by `opusdec --rate 16000`) works on the 16 kHz input directly;
-Codec2 (`c2enc`/`c2dec` at 3200 and 1600 bit/s) is narrowband, so sox resamples to 8 kHz and back. The measured
+Codec2 (`c2enc`/`c2dec` at 3200 and 1600 bit/s) is narrowband, so sox resamples to 8 kHz and back (without dither,
+so that two runs give the same figures). The measured
 kbps of a peer is the size of its coded file (Ogg framing included for Opus, the raw bit stream for Codec2) over the
 clip's duration; ours is the nominal rate (10 bits per stage per 50 Hz frame) with the entropy (effective) rate
 beside it. A peer's output is shifted back by its delay (the lag of the best cross-correlation, at most 50 ms,
@@ -72,10 +73,10 @@ def opus(bitrate):
 def codec2(mode):
     def f(d):
         raw = ["-t", "raw", "-e", "signed-integer", "-b", "16", "-c", "1", "-r", "8000"]
-        run("sox", d / "in.wav", *raw, d / "in8k.raw")
+        run("sox", "-D", d / "in.wav", *raw, d / "in8k.raw") # -D: no dither, so that every run gives the same bits
         run("c2enc", mode, d / "in8k.raw", d / "c.bit")
         run("c2dec", mode, d / "c.bit", d / "out8k.raw")
-        run("sox", *raw, d / "out8k.raw", "-r", SR, "-b", "16", d / "out.wav")
+        run("sox", "-D", *raw, d / "out8k.raw", "-r", SR, "-b", "16", d / "out.wav")
         return d / "c.bit"
     return External(f"Codec2 {mode} (8 kHz via sox)", f)
 

@@ -18,9 +18,9 @@ torch.set_num_threads(2)
 SPEECH = Path(os.environ.get("ROTVQ_SPEECH", Path(__file__).resolve().parents[1].parent / "shared" / "speech"))
 HAS_BUNDLED = (bundled_model_dir() / "config.json").is_file()
 # PESQ-WB floor of the bundled model on the dev clip below at 6 kbps: measured value minus 0.1. The bundled model
-# (the long run at 4.56 CPU-hours, step 13500) measures 2.40 (STOI 0.923); the 2-CPU-hour pilot measured 2.08, the
+# (the long run at 5.30 CPU-hours, step 15750) measures 2.46 (STOI 0.922); the 2-CPU-hour pilot measured 2.08, the
 # first interim model 1.26. Raise this whenever better weights are bundled.
-BUNDLED_PESQ_FLOOR_6KBPS = 2.30
+BUNDLED_PESQ_FLOOR_6KBPS = 2.36
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_round_trip_on_dev_speech(codec):
     score = pesq_wb(wav, rec[0, 0])
     # an untrained tiny model sits at PESQ's floor (~1.0); the bundled model must clear the measured floor
     assert score >= (BUNDLED_PESQ_FLOOR_6KBPS if HAS_BUNDLED else 1.0), score
-    if HAS_BUNDLED: assert stoi(wav, rec[0, 0]) >= 0.89  # measured 0.923
+    if HAS_BUNDLED: assert stoi(wav, rec[0, 0]) >= 0.89  # measured 0.922
 
 
 def test_encode_deterministic(codec, models):
