@@ -81,9 +81,20 @@ def last_records(run):
 
 
 def cmd_train(a):
+    """Start or resume each candidate. On a fresh machine without its run folder, a committed snapshot of it continues
+    as a fine-tune (fresh optimiser) with the CPU budget that the snapshot had left."""
     for name in a.names:
         if name not in CANDIDATES: sys.exit(f"recipe.py: unknown candidate {name!r}; expected one of {sorted(CANDIDATES)}")
-        start(train_command(name, a.cpu_minutes), RUNS / name)
+        run, snap, extra, budget = RUNS / name, RESULTS / name / "snapshot", (), a.cpu_minutes
+        if not (run / "log.jsonl").exists() and (snap / "model.safetensors").exists():
+            from rotvq_audio.config import load_config
+            prog = json.loads((snap / "progress.json").read_text()); done = prog["cpu_hours_at_last_log"]
+            adv = CANDIDATES[name][1].get("loss.adv_start_step", load_config("small").loss.adv_start_step) # where it starts in the full run
+            extra = ("--init", str(snap), "--loss.adv_start_step", str(max(0, adv - prog["step"])))
+            budget = max(0.0, a.cpu_minutes - 60 * done)
+            run.mkdir(parents=True, exist_ok=True); (run / "continues.json").write_text((snap / "progress.json").read_text())
+            print(f"{name}: continues {snap} ({done:.2f} CPU-h) as a fine-tune, {budget:.0f} CPU-minutes left")
+        start(train_command(name, budget, extra=extra), run)
 
 
 def cmd_long(a):
@@ -212,6 +223,8 @@ def cmd_score(a):
         train, _ = last_records(RUNS / name)
         if train is None: print(f"{name}: no training yet, skipped"); continue
         rep = run_eval(str(RUNS / name), "dev", out=str(a.out / name), max_files=a.max_files, workers=a.workers, quiet=True)
+        cpu0, step0 = continued_from(RUNS / name) # a run continued from a snapshot counts from where that stood
+        train = train | {"step": step0 + train["step"], "cpu_hours": cpu0 + train["cpu_hours"]}
         rows.append(row_of(name, rep, train, a.cpu_minutes)); runs[name] = RUNS / name
         print(f"{name}: step {train['step']}, {train['cpu_hours']:.2f} CPU-h: " +
               ", ".join(f"{k} kbps PESQ-WB {rows[-1][k]['pesq_wb']:.3f} STOI {rows[-1][k]['stoi']:.3f}" for k in ("1.5", "3", "6")), flush=True)
