@@ -87,14 +87,21 @@ def cmd_train(a):
         if name not in CANDIDATES: sys.exit(f"recipe.py: unknown candidate {name!r}; expected one of {sorted(CANDIDATES)}")
         run, snap, extra, budget = RUNS / name, RESULTS / name / "snapshot", (), a.cpu_minutes
         if not (run / "log.jsonl").exists() and (snap / "model.safetensors").exists():
-            from rotvq_audio.config import load_config
-            prog = json.loads((snap / "progress.json").read_text()); done = prog["cpu_hours_at_last_log"]
-            adv = CANDIDATES[name][1].get("loss.adv_start_step", load_config("small").loss.adv_start_step) # where it starts in the full run
-            extra = ("--init", str(snap), "--loss.adv_start_step", str(max(0, adv - prog["step"])))
+            extra, done = continue_snapshot(name, snap, run)
             budget = max(0.0, a.cpu_minutes - 60 * done)
-            run.mkdir(parents=True, exist_ok=True); (run / "continues.json").write_text((snap / "progress.json").read_text())
             print(f"{name}: continues {snap} ({done:.2f} CPU-h) as a fine-tune, {budget:.0f} CPU-minutes left")
         start(train_command(name, budget, extra=extra), run)
+
+
+def continue_snapshot(name, snap, run):
+    """The flags that continue candidate `name` from its committed snapshot as a fine-tune (fresh optimiser; the
+    adversarial phase starts where the full run has it), and the snapshot's CPU-hours; RUN/continues.json records
+    where it stood, so that status, score and curve count on from there."""
+    from rotvq_audio.config import load_config
+    prog = json.loads((snap / "progress.json").read_text())
+    adv = CANDIDATES[name][1].get("loss.adv_start_step", load_config("small").loss.adv_start_step)
+    run.mkdir(parents=True, exist_ok=True); (run / "continues.json").write_text(json.dumps(prog) + "\n")
+    return ("--init", str(snap), "--loss.adv_start_step", str(max(0, adv - prog["step"]))), prog["cpu_hours_at_last_log"]
 
 
 def cmd_long(a):
@@ -110,9 +117,7 @@ def cmd_long(a):
             shutil.copytree(RUNS / WINNER, run, ignore=shutil.ignore_patterns(".lock", "train.out"), dirs_exist_ok=True)
             print(f"{LONG}: continues {RUNS / WINNER} at {train['cpu_hours']:.2f} CPU-h")
         elif (snap / "model.safetensors").exists():
-            extra = ("--init", str(snap), "--loss.adv_start_step", "0")
-            run.mkdir(parents=True, exist_ok=True) # where the snapshot stood: the curve counts CPU-hours and steps from there
-            (run / "continues.json").write_text((snap / "progress.json").read_text())
+            extra, _ = continue_snapshot(WINNER, snap, run)
             print(f"{LONG}: continues {snap} as a fine-tune (fresh optimiser)")
         else: sys.exit(f"recipe.py: the long run needs {WINNER}'s pilot finished ({a.cpu_minutes / 60:g} CPU-h) or {snap}")
     start(train_command(WINNER, None, out=run, extra=extra), run)

@@ -6,7 +6,8 @@ Docs: https://rotvq.github.io/rotvq-audio/corpus.html.md"""
 
 # %% ../nbs/08c_corpus.ipynb #ea080b3e
 from __future__ import annotations
-import csv, glob, io, json, math, os, time
+import csv, glob, hashlib, io, json, math, os, time
+from importlib.metadata import version
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 import pyarrow as pa
 import pyarrow.parquet as pq
 from .core import atomic_write, setup_dist, distributed
-from .data import AUDIO_EXTS, AudioError, audio_info, load_audio
+from .data import AUDIO_EXTS, AudioError, read_audio, resample
 from .api import Codec
 from .lm_tokens import AudioTokenizer
 
@@ -72,13 +73,11 @@ class CorpusSettings:
 
 # %% ../nbs/08c_corpus.ipynb #1c4281de
 def _inputs_hash(items) -> str:
-    import hashlib
     h = hashlib.sha256()
     for i in items: h.update(f"{i.id}\0{i.path}\n".encode())
     return h.hexdigest()
 
 def corpus_settings(codec: Codec, items: list[Item], n_q: int, shard_size: int) -> CorpusSettings:
-    from importlib.metadata import version
     return CorpusSettings(codec.name, codec.weights_hash, n_q, codec.bitrate(n_q) / 1000, codec.codebook_size, codec.frame_rate,
                           codec.sample_rate, shard_size, len(items), _inputs_hash(items), version("rotvq-audio"))
 
@@ -127,8 +126,8 @@ class Blocks(torch.utils.data.Dataset):
         clips, errors = {}, []
         for i in range(lo, hi):
             try:
-                dur, sr, _ = audio_info(self.items[i].path)
-                clips[i] = (load_audio(self.items[i].path, self.codec.sample_rate), round(dur * sr), sr)
+                data, sr = read_audio(self.items[i].path, mono=True) # (frames, 1): one read gives the samples and the source rate
+                clips[i] = (resample(torch.from_numpy(data[:, 0]), sr, self.codec.sample_rate).contiguous(), len(data), sr)
             except (AudioError, OSError, ValueError) as e: errors.append((self.items[i].id, self.items[i].path, str(e).splitlines()[0]))
         batches = bucket(clips, self.batch_size)
         if self.encode: return k, lo, hi, encode_batches(self.codec, clips, batches, self.n_q), errors
@@ -245,7 +244,6 @@ def read_corpus(out: str) -> tuple[CorpusSettings, list[Path]]:
 
 def is_val(id: str, fraction: float) -> bool:
     "Whether clip `id` belongs to the validation split: a hash of the id, so that adding clips moves none."
-    import hashlib
     return int.from_bytes(hashlib.sha256(id.encode()).digest()[:8], "big") < fraction * 2**64
 
 # %% ../nbs/08c_corpus.ipynb #572c7f9a
@@ -270,7 +268,7 @@ def lm_export(corpus: str, # a folder written by `tokenize`
                 ids, mask = tok.codes_to_ids(torch.tensor(row["codes"], dtype=torch.long)[None]) # (1, L) or (1, n_q, S)
                 flat = (tok.interleave(ids, mask)[0] if tok.is_streams else ids)[0].numpy().astype(dtype)
                 split = "val" if is_val(row["id"], val_fraction) else "train"
-                c = clips[split]; c["ids"].append(row["id"]); c["offsets"].append(sum(c["lengths"][-1:]) + sum(c["offsets"][-1:]))
+                c = clips[split]; c["ids"].append(row["id"]); c["offsets"].append(files[split].tell() // flat.itemsize)
                 c["lengths"].append(len(flat)); files[split].write(flat.tobytes())
         for s, f in files.items():
             f.close(); atomic_write(out / f"{s}.bin", lambda tmp, s=s: os.replace(out / f".{s}.bin.tmp", tmp))
