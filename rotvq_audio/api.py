@@ -1,4 +1,4 @@
-"""`Codec`: speech to tokens and back from Python — any array layout, any sample rate, batches of any lengths, files of any length, exactly as if each clip were encoded alone. Streaming is in `streaming`, token files in `tokenfile`.
+"""`Codec`: speech to tokens and back from Python — any array layout, any sample rate, batches of any lengths, files of any length, each clip as if it were encoded alone. Streaming is in `streaming`, token files in `tokenfile`.
 
 Docs: https://rotvq.github.io/rotvq-audio/api.html.md"""
 
@@ -169,7 +169,7 @@ def _encode_chunked(self: Codec, audio, n_q: int = None) -> torch.Tensor: # (B, 
 # %% ../nbs/08_api.ipynb #0a7b9a45
 @patch
 def _encode_clips(self: Codec, clips: list, n_q: int = None) -> torch.Tensor: # B clips (T_i,) -> (B, n_q, N)
-    "Codes of clips of any lengths, each equal to encoding it alone; -1 past each clip's end."
+    "Codes of clips of any lengths, each as encoding it alone gives (to float rounding); -1 past each clip's end."
     hop, lens = self.hop_length, [len(c) for c in clips]
     batch = clips[0][None, None] if len(clips) == 1 else torch.stack([F.pad(c, (0, max(lens) - len(c))) for c in clips])[:, None] # (B, 1, T)
     codes = self._encode_chunked(batch, n_q)

@@ -14,6 +14,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+import scipy.stats
 import torch
 
 from .core import atomic_write, dashed, override, command_parser
@@ -24,24 +25,25 @@ from .losses import MultiScaleMelLoss
 from .codec import CodecModel
 from .evaluate import model_dir, reconstruct_fn, evaluate_codec
 from .config import TrainConfig, load_config
+from .checkpoint import read_log
 from .train import Trainer
 
 # %% auto #0
-__all__ = ['ESTIMATORS', 'VARIANTS', 'BUDGETS', 'HEADLINE', 'SUMMARY_COLUMNS', 'PLOTS', 'StudyBudget', 'study_config', 'StudyRun',
-           'study_grid', 'capture_estimator_grads', 'gradient_diagnostics', 'dev_clips', 'quantization_error',
-           'score_model', 'run_one', 'result_row', 'summary_markdown', 'plot_by_variant', 'write_results', 'run_study',
-           'study', 'main']
+__all__ = ['ESTIMATORS', 'VQGAN', 'VARIANTS', 'BUDGETS', 'HEADLINE', 'SUMMARY_COLUMNS', 'LOWER_IS_BETTER', 'PLOTS', 'StudyBudget',
+           'study_config', 'StudyRun', 'study_grid', 'capture_estimator_grads', 'gradient_diagnostics', 'dev_clips',
+           'quantization_error', 'score_model', 'run_one', 'result_row', 'PairedDifference', 'paired_difference',
+           'verdict', 'summary_markdown', 'plot_by_variant', 'write_results', 'run_study', 'study', 'main']
 
 # %% ../nbs/11_study.ipynb #d00d81b4
 ESTIMATORS = ("rotation", "ste")
 
+VQGAN = {"codec.quantizer.ema": False, "codec.quantizer.dead_code_threshold": 0, "codec.quantizer.kmeans_init": False}
 VARIANTS = { # name -> overrides (dotted config paths) of the base config; "base" is the bundled config as is
-    "base": {},  # EMA codebooks, cosine lookup of 8-dim factorized codes, dead-code replacement, 12 stages, dropout 0.5
-    "loss_codebook": {"codec.quantizer.ema": False},  # codebooks learned by the codebook loss instead of EMA
-    "euclidean": {"codec.quantizer.lookup": "euclidean"},  # plain Euclidean lookup, codes not normalised
-    "no_dead_code": {"codec.quantizer.dead_code_threshold": 0},  # never replace dead codes
-    "4_stages": {"codec.n_q": 4},  # a shallow residual stack
-    "no_dropout": {"codec.quantizer_dropout": 0.0},  # every sample uses every stage
+    "base": {},  # the bundled recipe: EMA codebooks, Euclidean lookup of 8-dim factorized codes, dead-code replacement, 12 × 1024
+    "vqgan": VQGAN,  # the paper's VQGAN setting: codebooks learned by the codebook loss, random init, no replacement
+    "vqgan_4096": VQGAN | {"codec.codebook_size": 4096},  # the same with 4096 codes per stage
+    "cosine": {"codec.quantizer.lookup": "cosine"},  # unit-norm codes and vectors: λ = 1, the trick only turns the gradient
+    "no_dead_code": {"codec.quantizer.dead_code_threshold": 0},  # EMA codebooks that never replace a dead code
 }
 
 # %% ../nbs/11_study.ipynb #f9e8a11d
@@ -49,22 +51,26 @@ VARIANTS = { # name -> overrides (dotted config paths) of the base config; "base
 class StudyBudget:
     "The size of every run of a study grid."
     config: str = "small" # bundled config name or JSON path every run starts from
-    steps: int = 800 # optimiser steps per run
-    segment: int = 8000 # training crop length in samples
+    steps: int = 4500 # optimiser steps per run
+    segment: int = 16000 # training crop length in samples
     batch_size: int = 8
     lr: float = 1e-3 # peak learning rate
-    warmup_steps: int = 50
+    warmup_steps: int = 200
     seeds: int = 2 # seeds per setting (0, 1, ...)
+    base_seeds: int = 3 # seeds of the "base" variant
     jobs: int = 2 # runs trained at once (each gets cores / jobs threads)
+    ckpt_every: int = 250 # an interrupted run resumes, exactly, from its last checkpoint
     eval_clips: int = 0 # dev clips scored; 0: all
     eval_seconds: float = 3.0 # the first seconds of each dev clip are scored
     device: str = "cpu"
 
+    def seeds_of(self, variant:str) -> int: return self.base_seeds if variant == "base" else self.seeds
+
 BUDGETS = {
-    "smoke": StudyBudget("tiny", steps=12, segment=3200, batch_size=4, lr=3e-3, warmup_steps=2, seeds=1, jobs=1,
-                         eval_clips=2, eval_seconds=1.0),
+    "smoke": StudyBudget("tiny", steps=12, segment=3200, batch_size=4, lr=3e-3, warmup_steps=2, seeds=1, base_seeds=1, jobs=1,
+                         ckpt_every=5, eval_clips=2, eval_seconds=1.0),
     "cpu": StudyBudget(),
-    "gpu": StudyBudget("base", steps=5000, segment=16000, batch_size=32, warmup_steps=250, seeds=3, jobs=1, device="cuda"),
+    "gpu": StudyBudget("base", steps=5000, batch_size=32, warmup_steps=250, seeds=3, jobs=1, device="cuda"),
 }
 
 # %% ../nbs/11_study.ipynb #22c111d5
@@ -78,8 +84,8 @@ def study_config(budget:StudyBudget, # run size
     if variant not in VARIANTS: raise ValueError(f"unknown variant {variant!r}; expected one of {list(VARIANTS)}")
     if grad not in ESTIMATORS: raise ValueError(f"expected grad in {ESTIMATORS}, got {grad!r}")
     cfg = load_config(budget.config)
-    for k, v in (dict(steps=budget.steps, seed=seed, out_dir=str(out_dir), val_every=0, ckpt_every=0, keep_ckpts=1, log_every=25,
-                      segment=budget.segment, batch_size=budget.batch_size, val_clips=0, num_workers=1, lr=budget.lr,
+    for k, v in (dict(steps=budget.steps, seed=seed, out_dir=str(out_dir), val_every=0, ckpt_every=budget.ckpt_every, keep_ckpts=1,
+                      log_every=25, segment=budget.segment, batch_size=budget.batch_size, val_clips=0, num_workers=0, lr=budget.lr,
                       warmup_steps=budget.warmup_steps, adv_start_step=budget.steps + 1) # reconstruction only: see above
                  | {"codec.quantizer.grad": grad} | VARIANTS[variant]).items(): cfg = override(cfg, k, v)
     return cfg
@@ -98,10 +104,11 @@ class StudyRun:
 
 def study_grid(variants=tuple(VARIANTS), # keys of `VARIANTS`
                estimators=ESTIMATORS,
-               seeds:int=2, # seeds 0 .. seeds-1
+               budget:StudyBudget=StudyBudget(), # gives the seeds of each variant
               ) -> list[StudyRun]:
     "Every run of the grid, seed-major so that an interrupted study has whole pairs."
-    return [StudyRun(v, g, s) for s in range(seeds) for v in variants for g in estimators]
+    return [StudyRun(v, g, s) for s in range(max(map(budget.seeds_of, variants)))
+            for v in variants if s < budget.seeds_of(v) for g in estimators]
 
 # %% ../nbs/11_study.ipynb #662ed746
 @contextmanager
@@ -176,7 +183,7 @@ def score_model(model:CodecModel, # the trained codec
                ) -> dict:
     "Every per-run number of the study except the training curve."
     model.eval(); depths = []
-    scores = evaluate_codec(model, clips, _depths(model), 1, ("mel_distance", "si_sdr", "pesq_wb", "stoi"), progress=False)
+    scores = evaluate_codec(model, clips, _depths(model), 1, ("mel_distance", "si_sdr", "pesq_wb", "pesq_nb", "stoi"), progress=False)
     for n, r in scores.items():  # the scoring of `rotvq-eval`
         cb = r.codebook
         depths.append(dict(n_q=n, kbps=cb.bitrate/1000, effective_kbps=cb.effective_bitrate/1000, **r.means,
@@ -184,14 +191,12 @@ def score_model(model:CodecModel, # the trained codec
     return dict(depths=depths, quant_error=quantization_error(model, clips), gradients=gradient_diagnostics(model, grad_batch))
 
 # %% ../nbs/11_study.ipynb #a5c6b67a
-def _curve(history:list, every:int=25) -> dict:
-    "Mean training mel loss (and quantizer loss) over windows of `every` steps."
-    steps, mel, qz = [], [], []
-    for i in range(0, len(history) - every + 1, every):
-        w = history[i:i+every]
-        steps.append(i + every); mel.append(float(np.nanmean([r.get("mel", np.nan) for r in w])))
-        qz.append(float(np.nanmean([sum(v for k, v in r.items() if k.startswith("quantizer/")) for r in w])))
-    return dict(step=steps, mel=mel, quantizer=qz)
+def _curve(log:list) -> dict:
+    "Training mel loss, quantizer loss and codes replaced per step (all stages) at every logged step of a run."
+    rs = [r for r in log if r.get("event") == "train"]
+    return dict(step=[r["step"] for r in rs], mel=[r.get("train/mel", math.nan) for r in rs],
+                quantizer=[sum(v for k, v in r.items() if k.startswith("train/quantizer/")) for r in rs],
+                replaced=[r.get("train/replaced", math.nan) for r in rs])
 
 def _grad_batch(clips, segment, n=4): # (n, 1, segment) from the first clips long enough
     return torch.stack([c[:, :segment] for c in clips if c.shape[-1] >= segment][:n])
@@ -201,31 +206,32 @@ def run_one(run:StudyRun, budget:StudyBudget,
             work:Path, # training folders go to `work/<run.name>`
             clips:list|None=None, # evaluation clips (default: `dev_clips` of the budget)
            ) -> dict:
-    "Train and score one run (or read its result when it exists); the result is also written as JSON."
+    "Train (or resume) and score one run, or read its result when it exists; the result is also written as JSON."
     out, work = Path(out), Path(work)
     dest = out/"runs"/f"{run.name}.json"
     if dest.exists(): return json.loads(dest.read_text())
     cfg = study_config(budget, run.variant, run.grad, run.seed, work/run.name)
     clips = clips if clips is not None else dev_clips(budget.eval_clips, budget.eval_seconds, cfg.codec.sample_rate, cfg.data.root)
-    t0 = time.time()
-    s = Trainer(cfg, budget.device, quiet=True).fit()
+    trainer = Trainer(cfg, budget.device, resume=True, quiet=True)
+    s = trainer.fit()
     t1 = time.time()
     model = CodecModel.from_pretrained(model_dir(cfg.out_dir), budget.device)  # the run's latest weights
     res = dict(name=run.name, variant=run.variant, grad=run.grad, seed=run.seed, steps=s.step,
-               train_seconds=round(t1 - t0, 1), steps_per_s=round(s.steps_per_s, 3), curve=_curve(s.history),
+               train_cpu_minutes=round(trainer.cpu_seconds()/60, 2), steps_per_s=round(s.steps_per_s, 3),
+               curve=_curve(read_log(Path(cfg.out_dir)/"log.jsonl")),
                **score_model(model, clips, _grad_batch(clips, budget.segment).to(budget.device)))
     res["eval_seconds"] = round(time.time() - t1, 1)
     atomic_write(dest, json.dumps(res, indent=1))
     return res
 
 # %% ../nbs/11_study.ipynb #f01c49b8
-HEADLINE = ("mel_distance", "si_sdr", "pesq_wb", "stoi")
+HEADLINE = ("mel_distance", "si_sdr", "pesq_wb", "pesq_nb", "stoi")
 
 def result_row(r:dict) -> dict:
-    "One flat CSV row of a run's result."
+    "One flat CSV row of a run's result; headline metrics are keyed by stages (`pesq_wb@n6`), which mean the same bitrate for every codebook size of 1024."
     full = r["depths"][-1]
     row = dict(name=r["name"], variant=r["variant"], grad=r["grad"], seed=r["seed"], steps=r["steps"],
-               train_min=round(r["train_seconds"]/60, 2), steps_per_s=r["steps_per_s"],
+               train_cpu_min=r["train_cpu_minutes"], steps_per_s=r["steps_per_s"],
                final_train_mel=float(np.mean(r["curve"]["mel"][-2:])) if r["curve"]["mel"] else math.nan,
                utilization=float(np.mean(full["utilization"])), norm_entropy=float(np.mean(full["norm_entropy"])),
                effective_kbps=full["effective_kbps"], kbps=full["kbps"],
@@ -233,16 +239,18 @@ def result_row(r:dict) -> dict:
                encoder_grad_angle=r["gradients"]["encoder_angle_deg"], encoder_grad_norm_ratio=r["gradients"]["encoder_norm_ratio"],
                stage_grad_angle=float(np.mean(r["gradients"]["stage_angle_deg"])), stage_grad_norm_ratio=float(np.mean(r["gradients"]["stage_norm_ratio"])))
     for d in r["depths"]:
-        for m in HEADLINE: row[f"{m}@{d['kbps']:g}"] = d[m]
+        row[f"kbps@n{d['n_q']}"] = d["kbps"]
+        for m in HEADLINE: row[f"{m}@n{d['n_q']}"] = d[m]
     for name, key in (("util", "utilization"), ("nent", "norm_entropy")):
         for i, v in enumerate(full[key], 1): row[f"{name}_q{i}"] = v
     for i, v in enumerate(r["quant_error"], 1): row[f"qerr_q{i}"] = v
     return row
 
 # %% ../nbs/11_study.ipynb #9922062e
-SUMMARY_COLUMNS = (("utilization", 3), ("norm_entropy", 3), ("effective_kbps", 2), ("quant_error_q1", 4),
-                   ("mel_distance@1.5", 3), ("mel_distance@6", 3), ("si_sdr@6", 2), ("pesq_wb@1.5", 3), ("pesq_wb@3", 3),
-                   ("pesq_wb@6", 3), ("stoi@6", 3), ("encoder_grad_angle", 1), ("train_min", 1))
+SUMMARY_COLUMNS = (("utilization", 3), ("norm_entropy", 3), ("effective_kbps", 2), ("quant_error_q1", 4), ("mel_distance@n3", 3),
+                   ("mel_distance@n12", 3), ("si_sdr@n12", 2), ("pesq_wb@n3", 3), ("pesq_wb@n6", 3), ("pesq_wb@n12", 3),
+                   ("pesq_nb@n12", 3), ("stoi@n12", 3), ("encoder_grad_angle", 1), ("train_cpu_min", 1))
+LOWER_IS_BETTER = {"quant_error_q1", "quant_error_sum", "mel_distance@n3", "mel_distance@n6", "mel_distance@n12"}
 
 def _mean_sd(v):
     v = [x for x in v if x is not None and not (isinstance(x, float) and math.isnan(x))]
@@ -253,26 +261,54 @@ def _cell(m, s, digits):
     if math.isnan(m): return "–"
     return f"{m:.{digits}f}" + ("" if math.isnan(s) else f" ± {s:.{digits}f}")
 
+# %% ../nbs/11_study.ipynb #63da5bd3
+@dataclass
+class PairedDifference:
+    "Mean of paired differences a − b with its t-interval."
+    mean: float
+    lo: float # NaN with fewer than two pairs
+    hi: float
+    n: int # pairs
+
+def paired_difference(a, b, # values of the pairs' two runs, in pair order
+                      level:float=0.95) -> PairedDifference:
+    "The mean of `a − b` over pairs and its `level` Student-t confidence interval."
+    d = np.asarray(a, float) - np.asarray(b, float); d = d[~np.isnan(d)]
+    if len(d) == 0: return PairedDifference(math.nan, math.nan, math.nan, 0)
+    m = float(d.mean())
+    if len(d) < 2: return PairedDifference(m, math.nan, math.nan, 1)
+    h = float(scipy.stats.t.ppf(0.5 + level/2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
+    return PairedDifference(m, m - h, m + h, len(d))
+
+def verdict(d:PairedDifference, higher_is_better:bool=True) -> str:
+    "'rotation better', 'rotation worse' or 'no detectable difference': whether the interval of rotation − STE excludes 0."
+    if not d.lo > 0 and not d.hi < 0: return "no detectable difference"
+    return "rotation better" if (d.lo > 0) == higher_is_better else "rotation worse"
+
+# %% ../nbs/11_study.ipynb #95478610
 def summary_markdown(rows:list[dict], columns=SUMMARY_COLUMNS) -> str:
-    "Markdown tables: mean ± spread per setting, then rotation − STE per variant over paired seeds."
+    "Markdown tables: mean ± spread per setting, then rotation − STE per variant over paired seeds with 95 % intervals."
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     head = "| setting | runs | " + " | ".join(c for c, _ in columns) + " |\n|" + "---|" * (len(columns) + 2) + "\n"
-    lines = []
+    lines, diff_lines = [], []
     for v in variants:
         for g in ESTIMATORS:
             rs = [r for r in rows if r["variant"] == v and r["grad"] == g]
             if rs: lines.append(f"| {v}/{g} | {len(rs)} | " + " | ".join(_cell(*_mean_sd([r.get(c) for r in rs]), d) for c, d in columns) + " |")
-    diff_lines = []
-    for v in variants:
         pairs = [(a, b) for a in rows for b in rows if a["variant"] == b["variant"] == v and a["seed"] == b["seed"]
                  and a["grad"] == "rotation" and b["grad"] == "ste"]
         if pairs: diff_lines.append(f"| {v} | {len(pairs)} | " + " | ".join(
-            _cell(*_mean_sd([a.get(c, math.nan) - b.get(c, math.nan) for a, b in pairs]), d) for c, d in columns) + " |")
-    out = "Mean ± standard deviation over seeds, per setting (variant/estimator).\n\n" + head + "\n".join(lines) + "\n"
+            _diff_cell(paired_difference([a.get(c, math.nan) for a, _ in pairs], [b.get(c, math.nan) for _, b in pairs]), d)
+            for c, d in columns) + " |")
+    out = "Mean ± standard deviation over seeds, per setting (variant/estimator); `@nK`: K stages (K/2 kbps with 1024 codes).\n\n" + head + "\n".join(lines) + "\n"
     if diff_lines:
-        out += ("\nRotation − STE, paired by variant and seed (mean ± standard deviation of the paired differences).\n\n"
+        out += ("\nRotation − STE, paired by variant and seed: mean [95 % t-interval] of the paired differences.\n\n"
                 + head.replace("| setting | runs |", "| variant | pairs |") + "\n".join(diff_lines) + "\n")
     return out
+
+def _diff_cell(d:PairedDifference, digits):
+    if math.isnan(d.mean): return "–"
+    return f"{d.mean:+.{digits}f}" + ("" if math.isnan(d.lo) else f" [{d.lo:+.{digits}f}, {d.hi:+.{digits}f}]")
 
 # %% ../nbs/11_study.ipynb #fb595ade
 _COLORS = {"rotation": "tab:blue", "ste": "tab:orange"}
@@ -373,6 +409,7 @@ def study(out:str="runs/study", # results folder: results.csv, summary.md, plots
           variants:str=None, # comma-separated subset of the variants (default: all)
           estimators:str="rotation,ste",
           seeds:int=None, # seeds per setting (default: the budget's)
+          base_seeds:int=None, # seeds of the base variant (default: the budget's)
           steps:int=None, # steps per run (default: the budget's)
           jobs:int=None, # runs at once (default: the budget's)
           config:str=None, # base config (default: the budget's)
@@ -383,13 +420,13 @@ def study(out:str="runs/study", # results folder: results.csv, summary.md, plots
     "Run the rotation-trick study grid (also the `rotvq-study` command)."
     if budget not in BUDGETS: raise ValueError(f"unknown budget {budget!r}; expected one of {list(BUDGETS)}")
     b = BUDGETS[budget]
-    b = replace(b, **{k: v for k, v in dict(seeds=seeds, steps=steps, jobs=jobs, config=config, eval_clips=eval_clips, device=device).items() if v is not None})
+    b = replace(b, **{k: v for k, v in dict(seeds=seeds, base_seeds=base_seeds, steps=steps, jobs=jobs, config=config, eval_clips=eval_clips, device=device).items() if v is not None})
     vs = variants.split(",") if variants else list(VARIANTS)
     if bad := [v for v in vs if v not in VARIANTS]: raise ValueError(f"unknown variants {bad}; expected some of {list(VARIANTS)}")
     es = estimators.split(",")
     if bad := [e for e in es if e not in ESTIMATORS]: raise ValueError(f"unknown estimators {bad}; expected some of {list(ESTIMATORS)}")
     out = Path(out); work = Path(work) if work else out/"work"
-    runs = study_grid(vs, es, b.seeds)
+    runs = study_grid(vs, es, b)
     if report_only:
         results = [json.loads(p.read_text()) for r in runs if (p := out/"runs"/f"{r.name}.json").exists()]
         if not results: raise FileNotFoundError(f"no finished runs in {out/'runs'}")
