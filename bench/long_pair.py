@@ -12,26 +12,16 @@ continue from their committed snapshots (bench/results/long_pair/ARM/snapshot), 
 step, as fine-tunes with fresh optimisers: the two arms are treated alike, so the pair stays a pair. Scores and
 the curve go to bench/results/long_pair/.
 """
-import argparse, json, os, shutil, subprocess, sys
+import argparse, json, os, shutil, sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from recipe import continued_from, records, start  # where a run continued from; its log records; start in the background
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "long_pair"
 ARMS = ("rotation", "ste")
 COMMON = {"num_workers": 0, "val_every": 500, "ckpt_every": 250, "keep_ckpts": 12, "log_every": 50, "seed": 0}
-
-
-def records(run):
-    from rotvq_audio.checkpoint import read_log
-    return read_log(run / "log.jsonl") if (run / "log.jsonl").exists() else []
-
-
-def continued_from(run):
-    "(CPU-hours, step) the arm continued from (a snapshot, on a fresh machine); (0, 0) for a run from scratch."
-    f = run / "continues.json"
-    if not f.exists(): return 0.0, 0
-    p = json.loads(f.read_text())
-    return p["cpu_hours"], p["step"]
 
 
 def cpu_hours_at(run, step):
@@ -64,17 +54,13 @@ def cmd_start(a):
             from rotvq_audio.config import load_config
             prog = json.loads((snap / "progress.json").read_text())
             run.mkdir(parents=True, exist_ok=True); (run / "continues.json").write_text(json.dumps(prog) + "\n")
-            budget -= 60 * prog["cpu_hours"]
+            budget -= 60 * prog["cpu_hours_at_last_log"]
             extra = ["--init", str(snap), "--loss.adv_start_step", str(max(0, load_config("small").loss.adv_start_step - prog["step"]))]
-            print(f"{arm}: continues {snap} at step {prog['step']} ({prog['cpu_hours']:.2f} CPU-h) with a fresh optimiser")
+            print(f"{arm}: continues {snap} at step {prog['step']} ({prog['cpu_hours_at_last_log']:.2f} CPU-h) with a fresh optimiser")
         cmd = [sys.executable, "-m", "rotvq_audio.train", "small", "--out", str(run), "--resume", "--threads", "1",
                "--max_cpu_minutes", str(max(0.0, budget)), "--codec.quantizer.grad", arm, *extra]
         for k, v in COMMON.items(): cmd += [f"--{k}", str(v)]
-        run.mkdir(parents=True, exist_ok=True)
-        with open(run / "train.out", "a") as out:
-            p = subprocess.Popen(["nohup", *cmd], stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-                                 env=os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-        print(f"{arm}: pid {p.pid}: {' '.join(cmd)}")
+        start(cmd, run)
 
 
 def cmd_status(a):
@@ -97,7 +83,7 @@ def cmd_snapshot(a):
         dst = RESULTS / arm / "snapshot"; shutil.rmtree(dst, ignore_errors=True); dst.mkdir(parents=True)
         for f in ("config.json", "model.safetensors"): shutil.copy2(ckpt / "generator" / f, dst / f)
         shutil.copy2(ckpt / DISCRIMINATORS_NAME, dst / DISCRIMINATORS_NAME); shutil.copy2(ckpt / "train_config.json", dst)
-        prog = {"step": step, "cpu_hours": round(cpu0 + cpu_hours_at(a.root / arm, step - step0), 4)}
+        prog = {"step": step, "cpu_hours_at_last_log": round(cpu0 + cpu_hours_at(a.root / arm, step - step0), 4)}
         (dst / "progress.json").write_text(json.dumps(prog) + "\n")
         print(f"{arm}: {ckpt} -> {dst} ({prog})")
 

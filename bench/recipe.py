@@ -196,7 +196,7 @@ def write_table(rows, out):
         cells += [f"{six['pesq_nb']:.3f}", f"{six['si_sdr']:.1f}", f"{six['mel_distance']:.3f}", f"{six['effective_kbps']:.2f}",
                   f"{six['utilization']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    cmds = "\n".join(f"- `{r['candidate']}`: {r['what']}; `{r['command']}`" for r in rows)
+    cmds = "\n".join(f"- `{r['candidate']}`: {r['what']}; `{r['command']}`" + (f" ({r['note']})" if r.get("note") else "") for r in rows)
     (out / "table.md").write_text(f"rotvq-eval on dev ({rows[0]['n_files']} clips); each candidate trained with "
                                   f"`bench/recipe.py train NAME` (one thread, same CPU budget):\n\n" + "\n".join(lines) +
                                   "\n\nCandidates and the command each row comes from:\n" + cmds + "\n")
@@ -231,6 +231,8 @@ def cmd_score(a):
         cpu0, step0 = continued_from(RUNS / name) # a run continued from a snapshot counts from where that stood
         train = train | {"step": step0 + train["step"], "cpu_hours": cpu0 + train["cpu_hours"]}
         rows.append(row_of(name, rep, train, a.cpu_minutes)); runs[name] = RUNS / name
+        if step0: rows[-1]["note"] = (f"continued on a fresh machine from its committed snapshot at step {step0} ({cpu0:.2f} CPU-h), "
+                                      "as a fine-tune with a fresh optimiser")
         print(f"{name}: step {train['step']}, {train['cpu_hours']:.2f} CPU-h: " +
               ", ".join(f"{k} kbps PESQ-WB {rows[-1][k]['pesq_wb']:.3f} STOI {rows[-1][k]['stoi']:.3f}" for k in ("1.5", "3", "6")), flush=True)
     old = json.loads((a.out / "results.json").read_text()) if (a.out / "results.json").exists() else []
@@ -248,7 +250,7 @@ def cmd_curve(a):
     from rotvq_audio.evaluate import run_eval
     run, out = RUNS / LONG, RESULTS / LONG
     train, _ = last_records(run)
-    if train is None: sys.exit(f"recipe.py: no long run in {run}")
+    if train is None and not (a.snapshot or a.plot_only): sys.exit(f"recipe.py: no long run in {run} (score a committed one with --snapshot DIR)")
     out.mkdir(parents=True, exist_ok=True)
     points = json.loads((out / "curve.json").read_text()) if (out / "curve.json").exists() else []
     if not a.plot_only:

@@ -140,7 +140,7 @@ def bucket(clips: dict, batch_size: int) -> list[list[int]]:
     return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
 def encode_batches(codec: Codec, clips: dict, batches: list, n_q: int) -> dict:
-    "index -> (source samples, source rate, seconds, codes (n_q, frames)), each as `codec.encode` of the clip alone gives (to float rounding in a batch)."
+    "index -> (source samples, source rate, seconds, codes (n_q, frames)), each as `codec.encode` of the clip alone gives (to float rounding)."
     out, dtype = {}, np.int16 if codec.codebook_size <= 2**15 else np.int32
     for b in batches:
         codes = codec.encode([clips[i][0] for i in b], codec.sample_rate, n_q=n_q).cpu() # (B, n_q, N), -1 past each end

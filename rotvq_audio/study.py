@@ -214,6 +214,8 @@ def run_one(run:StudyRun, budget:StudyBudget,
     clips = clips if clips is not None else dev_clips(budget.eval_clips, budget.eval_seconds, cfg.codec.sample_rate, cfg.data.root)
     trainer = Trainer(cfg, budget.device, resume=True, quiet=True)
     s = trainer.fit()
+    if s.stop_reason != "done": # stopped by a signal: not a result; the next call resumes it
+        raise RuntimeError(f"{run.name} stopped ({s.stop_reason}) at step {s.step}; run the study again to resume it")
     t1 = time.time()
     model = CodecModel.from_pretrained(model_dir(cfg.out_dir), budget.device)  # the run's latest weights
     res = dict(name=run.name, variant=run.variant, grad=run.grad, seed=run.seed, steps=s.step,
@@ -396,7 +398,7 @@ def run_study(budget:StudyBudget, out, work, runs:list[StudyRun], log=print) -> 
             if "error" in res: errors.append(res); log(f"[{i}/{len(runs)}] {res['name']} FAILED:\n{res['error']}"); continue
             results.append(res)
             full = res["depths"][-1]
-            log(f"[{i}/{len(runs)}] {res['name']}: {res['train_seconds']/60:.1f} min, PESQ-WB {full['pesq_wb']:.3f} and "
+            log(f"[{i}/{len(runs)}] {res['name']}: {res['train_cpu_minutes']:.1f} CPU-min, PESQ-WB {full['pesq_wb']:.3f} and "
                 f"mel {full['mel_distance']:.3f} at {full['kbps']:g} kbps ({(time.time()-t0)/60:.0f} min so far)")
             write_results(results, out, meta)
     if errors: raise RuntimeError(f"{len(errors)} of {len(runs)} runs failed: {[e['name'] for e in errors]}")
