@@ -51,7 +51,7 @@ VARIANTS = { # name -> overrides (dotted config paths) of the base config; "base
 class StudyBudget:
     "The size of every run of a study grid."
     config: str = "small" # bundled config name or JSON path every run starts from
-    steps: int = 4000 # optimiser steps per run
+    steps: int = 6000 # optimiser steps per run
     segment: int = 16000 # training crop length in samples
     batch_size: int = 8
     lr: float = 1e-3 # peak learning rate
