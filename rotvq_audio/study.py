@@ -31,8 +31,9 @@ from .train import Trainer
 # %% auto #0
 __all__ = ['ESTIMATORS', 'VQGAN', 'VARIANTS', 'BUDGETS', 'HEADLINE', 'SUMMARY_COLUMNS', 'LOWER_IS_BETTER', 'PLOTS', 'StudyBudget',
            'study_config', 'StudyRun', 'study_grid', 'capture_estimator_grads', 'gradient_diagnostics', 'dev_clips',
-           'quantization_error', 'score_model', 'run_one', 'result_row', 'PairedDifference', 'paired_difference',
-           'verdict', 'summary_markdown', 'plot_by_variant', 'write_results', 'run_study', 'study', 'main']
+           'QuantizationError', 'quantization_error', 'score_model', 'run_one', 'result_row', 'PairedDifference',
+           'paired_difference', 'verdict', 'summary_markdown', 'plot_by_variant', 'write_results', 'run_study', 'study',
+           'main']
 
 # %% ../nbs/11_study.ipynb #d00d81b4
 ESTIMATORS = ("rotation", "ste")
@@ -165,14 +166,35 @@ def dev_clips(n:int=0, # number of dev clips (0: all)
     rows = rows[:n] if n else rows
     return [load_audio(r["path"], sample_rate)[:int(seconds*sample_rate)][None] for r in rows]
 
+@dataclass
+class QuantizationError:
+    "How much each stage, and each depth of the stack, leaves unquantized over a set of clips."
+    absolute: list[float] # (n_q,) mean ‖z − q‖² per vector, codebook space: scales with the latent
+    relative: list[float] # (n_q,) Σ‖z − q‖² / Σ‖z‖² per stage, codebook space
+    latent_residual: list[float] # (n_q,) ‖x − x̂ₖ‖² / ‖x‖² after k = 1…n_q stages, encoder output space
+
 @torch.no_grad()
-def quantization_error(model:CodecModel, clips:list) -> list[float]:
-    "Mean squared quantization error per stage (codebook space, per vector) over `clips`, at full depth."
-    model.eval(); total, frames = 0, 0
-    for c in clips:
-        out = model(c[None]); n = out.codes.shape[-1]
-        total, frames = total + out.stats.error * n, frames + n
-    return (total / frames).tolist()
+def quantization_error(model:CodecModel, clips:list) -> QuantizationError:
+    "Per-stage quantization error (absolute and relative) and the latent residual at every depth, over `clips`."
+    model.eval(); n_q = model.n_q
+    zz, err = torch.zeros(n_q, dtype=torch.float64), torch.zeros(n_q, dtype=torch.float64)
+    left, energy, vectors = torch.zeros(n_q, dtype=torch.float64), 0.0, 0
+    def stage_hook(i):
+        def hook(e, q, out): zz[i] += e.double().square().sum(); err[i] += (e - q).double().square().sum()
+        return hook
+    latent = {}
+    handles = [s.register_estimator_hook(stage_hook(i)) for i, s in enumerate(model.quantizer.stages)]
+    handles.append(model.encoder.register_forward_hook(lambda m, inp, out: latent.update(x=out)))
+    try:
+        for c in clips:
+            codes = model(c[None]).codes  # (1, n_q, N); the hooks see the latent and every stage's (z, q)
+            x = latent["x"]  # (1, D, N)
+            energy, vectors = energy + x.double().square().sum(), vectors + codes.shape[-1]
+            for k in range(n_q): left[k] += (x - model.quantizer.decode(codes[:, :k+1])).double().square().sum()
+    finally:
+        for h in handles: h.remove()
+    return QuantizationError((err / vectors).tolist(), (err / zz.clamp_min(1e-30)).tolist(), (left / max(energy, 1e-30)).tolist())
+
 
 # %% ../nbs/11_study.ipynb #c6baa98e
 def _depths(model): return sorted({n for n in (3, 6, 12) if n <= model.n_q} | {model.n_q})
@@ -188,7 +210,10 @@ def score_model(model:CodecModel, # the trained codec
         cb = r.codebook
         depths.append(dict(n_q=n, kbps=cb.bitrate/1000, effective_kbps=cb.effective_bitrate/1000, **r.means,
                            utilization=cb.utilization.tolist(), norm_entropy=cb.norm_entropy.tolist(), perplexity=cb.perplexity.tolist()))
-    return dict(depths=depths, quant_error=quantization_error(model, clips), gradients=gradient_diagnostics(model, grad_batch))
+    qe = quantization_error(model, clips)
+    return dict(depths=depths, quant_error=qe.absolute, quant_rel_error=qe.relative, latent_residual=qe.latent_residual,
+                gradients=gradient_diagnostics(model, grad_batch))
+
 
 # %% ../nbs/11_study.ipynb #a5c6b67a
 def _curve(log:list) -> dict:
@@ -237,22 +262,25 @@ def result_row(r:dict) -> dict:
                final_train_mel=float(np.mean(r["curve"]["mel"][-2:])) if r["curve"]["mel"] else math.nan,
                utilization=float(np.mean(full["utilization"])), norm_entropy=float(np.mean(full["norm_entropy"])),
                effective_kbps=full["effective_kbps"], kbps=full["kbps"],
-               quant_error_q1=r["quant_error"][0], quant_error_sum=float(np.sum(r["quant_error"])),
+               quant_error_q1=r["quant_error"][0], quant_error_sum=float(np.sum(r["quant_error"])), quant_rel_error_q1=r["quant_rel_error"][0],
                encoder_grad_angle=r["gradients"]["encoder_angle_deg"], encoder_grad_norm_ratio=r["gradients"]["encoder_norm_ratio"],
                stage_grad_angle=float(np.mean(r["gradients"]["stage_angle_deg"])), stage_grad_norm_ratio=float(np.mean(r["gradients"]["stage_norm_ratio"])))
     for d in r["depths"]:
         row[f"kbps@n{d['n_q']}"] = d["kbps"]
         for m in HEADLINE: row[f"{m}@n{d['n_q']}"] = d[m]
+        row[f"latent_residual@n{d['n_q']}"] = r["latent_residual"][d["n_q"] - 1]
     for name, key in (("util", "utilization"), ("nent", "norm_entropy")):
         for i, v in enumerate(full[key], 1): row[f"{name}_q{i}"] = v
-    for i, v in enumerate(r["quant_error"], 1): row[f"qerr_q{i}"] = v
+    for name, key in (("qerr", "quant_error"), ("rqerr", "quant_rel_error"), ("lres", "latent_residual")):
+        for i, v in enumerate(r[key], 1): row[f"{name}_q{i}"] = v
     return row
 
 # %% ../nbs/11_study.ipynb #9922062e
-SUMMARY_COLUMNS = (("utilization", 3), ("norm_entropy", 3), ("effective_kbps", 2), ("quant_error_q1", 4), ("mel_distance@n3", 3),
-                   ("mel_distance@n12", 3), ("si_sdr@n12", 2), ("pesq_wb@n3", 3), ("pesq_wb@n6", 3), ("pesq_wb@n12", 3),
+SUMMARY_COLUMNS = (("utilization", 3), ("norm_entropy", 3), ("effective_kbps", 2), ("quant_error_q1", 4), ("quant_rel_error_q1", 3),
+                   ("latent_residual@n12", 3), ("mel_distance@n3", 3), ("mel_distance@n12", 3), ("si_sdr@n12", 2), ("pesq_wb@n3", 3), ("pesq_wb@n6", 3), ("pesq_wb@n12", 3),
                    ("pesq_nb@n12", 3), ("stoi@n12", 3), ("encoder_grad_angle", 1), ("train_cpu_min", 1))
-LOWER_IS_BETTER = {"quant_error_q1", "quant_error_sum", "mel_distance@n3", "mel_distance@n6", "mel_distance@n12"}
+LOWER_IS_BETTER = {"quant_error_q1", "quant_error_sum", "quant_rel_error_q1", "latent_residual@n3", "latent_residual@n6",
+                   "latent_residual@n12", "mel_distance@n3", "mel_distance@n6", "mel_distance@n12"}
 
 def _mean_sd(v):
     v = [x for x in v if x is not None and not (isinstance(x, float) and math.isnan(x))]
@@ -344,8 +372,10 @@ PLOTS = { # file name -> (result -> (x, y), y label, x label, title)
     "pesq.png": (lambda r: ([d["kbps"] for d in r["depths"]], [d["pesq_wb"] for d in r["depths"]]), "PESQ-WB", "kbps", "PESQ-WB vs bitrate (dev)"),
     "usage.png": (lambda r: (list(range(1, len(r["depths"][-1]["norm_entropy"]) + 1)), r["depths"][-1]["norm_entropy"]),
                   "normalised entropy", "stage", "Codebook usage per stage (dev, full depth)"),
-    "quant_error.png": (lambda r: (list(range(1, len(r["quant_error"]) + 1)), r["quant_error"]), "quantization error", "stage",
-                        "Quantization error per stage (dev)"),
+    "quant_error.png": (lambda r: (list(range(1, len(r["quant_rel_error"]) + 1)), r["quant_rel_error"]), "Σ‖z − q‖² / Σ‖z‖²", "stage",
+                        "Relative quantization error per stage (dev)"),
+    "latent_residual.png": (lambda r: (list(range(1, len(r["latent_residual"]) + 1)), r["latent_residual"]), "‖x − x̂ₖ‖² / ‖x‖²", "stages k",
+                            "Latent energy left out by the first k stages (dev)"),
     "grad_angle.png": (lambda r: (list(range(1, len(r["gradients"]["stage_angle_deg"]) + 1)), r["gradients"]["stage_angle_deg"]),
                        "angle (degrees)", "stage", "Angle between the rotation trick's and the STE's gradient, per stage"),
 }

@@ -16,7 +16,7 @@ def smoke_study(tmp_path_factory):
 
 def test_cli_writes_every_table_and_plot(smoke_study):
     names = {p.name for p in smoke_study.iterdir()}
-    assert {"results.csv", "summary.md", "study.json", "curves.png", "pesq.png", "usage.png", "quant_error.png", "grad_angle.png"} <= names
+    assert {"results.csv", "summary.md", "study.json", "curves.png", "pesq.png", "usage.png", "quant_error.png", "latent_residual.png", "grad_angle.png"} <= names
     rows = list(csv.DictReader(open(smoke_study/"results.csv")))
     assert [(r["variant"], r["grad"]) for r in rows] == [("base", "rotation"), ("base", "ste"), ("no_dead_code", "rotation"), ("no_dead_code", "ste")]
     for r in rows:
