@@ -90,19 +90,26 @@ def cmd_snapshot(a):
 
 def cmd_score(a):
     "Both arms at their newest common checkpoint, rotvq-eval on all of dev; the points go to curve.json, then the plot."
+    from rotvq_audio.codec import CodecModel
     from rotvq_audio.evaluate import run_eval
+    from rotvq_audio.study import dev_clips, quantization_error
     RESULTS.mkdir(parents=True, exist_ok=True)
     points = json.loads((RESULTS / "curve.json").read_text()) if (RESULTS / "curve.json").exists() else []
     if not a.plot_only:
         step, ckpts = common_step(a.root)
+        clips = dev_clips()  # the study's: the first 3 s of every dev clip
         for arm, ckpt in ckpts.items():
             cpu0, step0 = continued_from(a.root / arm)
             rep = run_eval(str(ckpt / "generator"), "dev", out=str(a.root / "eval" / arm), max_files=a.max_files, workers=a.workers, quiet=True)
-            by = {f"{b['kbps']:g}": {k: round(v, 4) for k, v in b["means"].items()} | {"effective_kbps": b["effective_kbps"]}
-                  for b in rep["bitrates"]}
+            by = {f"{b['kbps']:g}": {k: round(v, 4) for k, v in b["means"].items()} | {"effective_kbps": b["effective_kbps"],
+                  "utilization": round(sum(b["codebook"]["utilization"]) / len(b["codebook"]["utilization"]), 4)} for b in rep["bitrates"]}
+            qe = quantization_error(CodecModel.from_pretrained(ckpt / "generator"), clips)
+            q = {k: [round(v, 5) for v in getattr(qe, k)] for k in ("absolute", "relative", "latent_residual")}
             points = [p for p in points if (p["arm"], p["step"]) != (arm, step)] + [
-                {"arm": arm, "step": step, "cpu_hours": round(cpu0 + cpu_hours_at(a.root / arm, step - step0), 3), "n_files": rep["n_files"], **by}]
-            print(f"{arm} at step {step}: " + ", ".join(f"{k} kbps PESQ-WB {by[k]['pesq_wb']:.3f} STOI {by[k]['stoi']:.3f}" for k in ("1.5", "3", "6")), flush=True)
+                {"arm": arm, "step": step, "cpu_hours": round(cpu0 + cpu_hours_at(a.root / arm, step - step0), 3), "n_files": rep["n_files"],
+                 **by, "quant_error": q}]
+            print(f"{arm} at step {step}: " + ", ".join(f"{k} kbps PESQ-WB {by[k]['pesq_wb']:.3f} STOI {by[k]['stoi']:.3f}" for k in ("1.5", "3", "6"))
+                  + f"; stage 1 quantization error {q['absolute'][0]:.3f} ({q['relative'][0]:.3f} of its input's energy)", flush=True)
         points.sort(key=lambda p: (p["arm"], p["step"]))
         (RESULTS / "curve.json").write_text(json.dumps(points, indent=1) + "\n")
     plot(points, a.root)
@@ -111,17 +118,23 @@ def cmd_score(a):
 def plot(points, root):
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.2))
     for arm, color in zip(ARMS, ("tab:blue", "tab:orange")):
         ps = [p for p in points if p["arm"] == arm]
-        for ax, (kbps, metric) in zip(axes, (("6", "pesq_wb"), ("1.5", "pesq_wb"), ("6", "si_sdr"))):
+        for ax, (kbps, metric) in zip(axes[0], (("6", "pesq_wb"), ("1.5", "pesq_wb"), ("6", "si_sdr"))):
             ax.plot([p["step"] for p in ps], [p[kbps][metric] for p in ps], "o-", color=color, label=f"{arm}, all of dev")
             cpu0, step0 = continued_from(root / arm)
             val = [r for r in records(root / arm) if r.get("event") == "val"]
             if metric != "si_sdr":
                 ax.plot([step0 + r["step"] for r in val], [r.get(f"val_{kbps}kbps/{metric}", float("nan")) for r in val], ":", color=color, alpha=0.6)
             ax.set(xlabel="step", ylabel=f"{metric} at {kbps} kbps", title=f"{metric} at {kbps} kbps (dots: 8-clip validation)")
-    for ax in axes: ax.grid(alpha=0.3); ax.legend(fontsize=7)
+        qs = [p for p in ps if "quant_error" in p]  # points scored before the quantization errors were recorded have none
+        for ax, (y, label) in zip(axes[1], ((lambda p: p["6"]["utilization"], "codebook utilization at 6 kbps (mean of stages)"),
+                                            (lambda p: p["quant_error"]["relative"][0], "stage-1 error / its input's energy"),
+                                            (lambda p: p["quant_error"]["absolute"][0] / p["quant_error"]["relative"][0], "stage-1 input energy ‖z‖²"))):
+            ax.plot([p["step"] for p in qs], [y(p) for p in qs], "o-", color=color, label=arm)
+            ax.set(xlabel="step", title=label)
+    for ax in axes.flat: ax.grid(alpha=0.3); ax.legend(fontsize=7)
     fig.tight_layout(); fig.savefig(RESULTS / "curve.png", dpi=110); plt.close(fig)
 
 
