@@ -32,8 +32,8 @@ from .train import Trainer
 __all__ = ['ESTIMATORS', 'VQGAN', 'VARIANTS', 'BUDGETS', 'HEADLINE', 'SUMMARY_COLUMNS', 'LOWER_IS_BETTER', 'PLOTS', 'StudyBudget',
            'study_config', 'StudyRun', 'study_grid', 'capture_estimator_grads', 'gradient_diagnostics', 'dev_clips',
            'QuantizationError', 'quantization_error', 'score_model', 'run_one', 'result_row', 'PairedDifference',
-           'paired_difference', 'verdict', 'summary_markdown', 'plot_by_variant', 'write_results', 'run_study', 'study',
-           'main']
+           'paired_difference', 'verdict', 'summary_markdown', 'plot_by_variant', 'write_results', 'finished_runs',
+           'run_study', 'study', 'main']
 
 # %% ../nbs/11_study.ipynb #d00d81b4
 ESTIMATORS = ("rotation", "ste")
@@ -414,6 +414,11 @@ def _machine() -> dict:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return dict(cpu=cpu, cores=os.cpu_count(), gpu=gpu, torch=torch.__version__, python=platform.python_version())
 
+def finished_runs(out, # results folder
+                  runs:list[StudyRun]) -> list[dict]:
+    "The results of those of `runs` that are finished in `out/runs`."
+    return [json.loads(p.read_text()) for r in runs if (p := Path(out)/"runs"/f"{r.name}.json").exists()]
+
 def run_study(budget:StudyBudget, out, work, runs:list[StudyRun], log=print) -> list[dict]:
     "Train and score `runs` (skipping finished ones), writing the tables as results arrive."
     out, work = Path(out), Path(work)
@@ -430,7 +435,7 @@ def run_study(budget:StudyBudget, out, work, runs:list[StudyRun], log=print) -> 
             full = res["depths"][-1]
             log(f"[{i}/{len(runs)}] {res['name']}: {res['train_cpu_minutes']:.1f} CPU-min, PESQ-WB {full['pesq_wb']:.3f} and "
                 f"mel {full['mel_distance']:.3f} at {full['kbps']:g} kbps ({(time.time()-t0)/60:.0f} min so far)")
-            write_results(results, out, meta)
+            write_results(finished_runs(out, runs), out, meta)  # every finished run, not only this call's
     if errors: raise RuntimeError(f"{len(errors)} of {len(runs)} runs failed: {[e['name'] for e in errors]}")
     return results
 
@@ -460,7 +465,7 @@ def study(out:str="runs/study", # results folder: results.csv, summary.md, plots
     out = Path(out); work = Path(work) if work else out/"work"
     runs = study_grid(vs, es, b)
     if report_only:
-        results = [json.loads(p.read_text()) for r in runs if (p := out/"runs"/f"{r.name}.json").exists()]
+        results = finished_runs(out, runs)
         if not results: raise FileNotFoundError(f"no finished runs in {out/'runs'}")
         prev = out/"study.json"
         write_results(results, out, json.loads(prev.read_text()) if prev.exists() else None)

@@ -1,6 +1,7 @@
 "The rotation-trick study runner: the CLI end to end on the smoke budget, resuming, rebuilding reports, bad input."
 import csv, json, math
 import pytest, torch
+from dataclasses import replace
 from rotvq_audio import study as S
 from rotvq_audio.codec import CodecModel, CodecConfig
 
@@ -44,6 +45,18 @@ def test_finished_runs_are_not_retrained(smoke_study, monkeypatch):
     before = (smoke_study/"runs"/"base-ste-s0.json").read_text()
     r = S.run_one(S.StudyRun("base", "ste", 0), S.BUDGETS["smoke"], smoke_study, smoke_study/"work")
     assert json.dumps(r, indent=1) == before
+
+
+def test_tables_hold_every_finished_run_as_results_arrive(smoke_study, tmp_path, monkeypatch):
+    "A grid resumed with some runs finished writes tables with all finished runs, not only the ones this call completes."
+    out = tmp_path/"out"; (out/"runs").mkdir(parents=True)
+    for p in (smoke_study/"runs").glob("*.json"):
+        if p.name != "base-ste-s0.json": (out/"runs"/p.name).write_text(p.read_text())
+    sizes, write = [], S.write_results
+    monkeypatch.setattr(S, "write_results", lambda results, *a, **k: (sizes.append(len(results)), write(results, *a, **k))[1])
+    budget = replace(S.BUDGETS["smoke"], steps=4, jobs=1)
+    S.run_study(budget, out, smoke_study/"work", S.study_grid(["base", "no_dead_code"], ["rotation", "ste"], budget), log=lambda *a: None)
+    assert sizes[0] >= 3 and sizes[-1] == 4, sizes
 
 
 def test_report_only_rebuilds_tables(smoke_study):
