@@ -91,8 +91,8 @@ def cmd_snapshot(a):
 def cmd_score(a):
     "Both arms at their newest common checkpoint, rotvq-eval on all of dev; the points go to curve.json, then the plot."
     from rotvq_audio.codec import CodecModel
-    from rotvq_audio.evaluate import run_eval
-    from rotvq_audio.study import dev_clips, quantization_error
+    from rotvq_audio.evaluate import quantization_error, run_eval
+    from rotvq_audio.study import dev_clips
     RESULTS.mkdir(parents=True, exist_ok=True)
     points = json.loads((RESULTS / "curve.json").read_text()) if (RESULTS / "curve.json").exists() else []
     if not a.plot_only:

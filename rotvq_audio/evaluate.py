@@ -22,7 +22,8 @@ from .metrics import evaluate, EvalResult
 
 # %% auto #0
 __all__ = ['EVAL_METRICS', 'model_dir', 'data_items', 'supported_n_q', 'reconstruct_fn', 'evaluate_codec', 'make_report',
-           'report_markdown', 'plot_quality', 'plot_usage', 'write_report', 'run_eval', 'main']
+           'report_markdown', 'plot_quality', 'plot_usage', 'write_report', 'QuantizationError', 'quantization_error',
+           'run_eval', 'main']
 
 # %% ../nbs/07_evaluate.ipynb #28d7f2c1
 def model_dir(path) -> Path:
@@ -168,6 +169,37 @@ def write_report(rep:dict, out) -> list[Path]:
         files[name] = save
     for name, data in files.items(): atomic_write(out/name, data)
     return [out/n for n in files]
+
+# %% ../nbs/07_evaluate.ipynb #177a2ba5
+@dataclass
+class QuantizationError:
+    "How much each stage, and each depth of the stack, leaves unquantized over a set of clips."
+    absolute: list[float] # (n_q,) mean ‖z − q‖² per vector, codebook space: scales with the latent
+    relative: list[float] # (n_q,) Σ‖z − q‖² / Σ‖z‖² per stage, codebook space
+    latent_residual: list[float] # (n_q,) ‖x − x̂ₖ‖² / ‖x‖² after k = 1…n_q stages, encoder output space
+
+@torch.no_grad()
+def quantization_error(model:CodecModel, clips:list) -> QuantizationError:
+    "Per-stage quantization error (absolute and relative) and the latent residual at every depth, over `clips`."
+    model.eval(); n_q = model.n_q
+    zz, err = torch.zeros(n_q, dtype=torch.float64), torch.zeros(n_q, dtype=torch.float64)
+    left, energy, vectors = torch.zeros(n_q, dtype=torch.float64), 0.0, 0
+    def stage_hook(i):
+        def hook(e, q, out): zz[i] += e.double().square().sum(); err[i] += (e - q).double().square().sum()
+        return hook
+    latent = {}
+    handles = [s.register_estimator_hook(stage_hook(i)) for i, s in enumerate(model.quantizer.stages)]
+    handles.append(model.encoder.register_forward_hook(lambda m, inp, out: latent.update(x=out)))
+    try:
+        for c in clips:
+            codes = model(c[None]).codes  # (1, n_q, N); the hooks see the latent and every stage's (z, q)
+            x = latent["x"]  # (1, D, N)
+            energy, vectors = energy + x.double().square().sum(), vectors + codes.shape[-1]
+            for k in range(n_q): left[k] += (x - model.quantizer.decode(codes[:, :k+1])).double().square().sum()
+    finally:
+        for h in handles: h.remove()
+    return QuantizationError((err / vectors).tolist(), (err / zz.clamp_min(1e-30)).tolist(), (left / max(energy, 1e-30)).tolist())
+
 
 # %% ../nbs/07_evaluate.ipynb #ef0c34ba
 def run_eval(model:str, # save_pretrained folder or training run folder

@@ -23,7 +23,7 @@ from .data import speech_split, load_audio
 from .metrics import evaluate
 from .losses import MultiScaleMelLoss
 from .codec import CodecModel
-from .evaluate import model_dir, reconstruct_fn, evaluate_codec
+from .evaluate import model_dir, reconstruct_fn, evaluate_codec, quantization_error
 from .config import TrainConfig, load_config
 from .checkpoint import read_log
 from .train import Trainer
@@ -31,9 +31,8 @@ from .train import Trainer
 # %% auto #0
 __all__ = ['ESTIMATORS', 'VQGAN', 'VARIANTS', 'BUDGETS', 'HEADLINE', 'SUMMARY_COLUMNS', 'LOWER_IS_BETTER', 'PLOTS', 'StudyBudget',
            'study_config', 'StudyRun', 'study_grid', 'capture_estimator_grads', 'gradient_diagnostics', 'dev_clips',
-           'QuantizationError', 'quantization_error', 'score_model', 'run_one', 'result_row', 'PairedDifference',
-           'paired_difference', 'verdict', 'summary_markdown', 'plot_by_variant', 'write_results', 'finished_runs',
-           'run_study', 'study', 'main']
+           'score_model', 'run_one', 'result_row', 'PairedDifference', 'paired_difference', 'verdict',
+           'summary_markdown', 'plot_by_variant', 'write_results', 'finished_runs', 'run_study', 'study', 'main']
 
 # %% ../nbs/11_study.ipynb #d00d81b4
 ESTIMATORS = ("rotation", "ste")
@@ -165,36 +164,6 @@ def dev_clips(n:int=0, # number of dev clips (0: all)
     rows = speech_split("dev", root)
     rows = rows[:n] if n else rows
     return [load_audio(r["path"], sample_rate)[:int(seconds*sample_rate)][None] for r in rows]
-
-@dataclass
-class QuantizationError:
-    "How much each stage, and each depth of the stack, leaves unquantized over a set of clips."
-    absolute: list[float] # (n_q,) mean ‖z − q‖² per vector, codebook space: scales with the latent
-    relative: list[float] # (n_q,) Σ‖z − q‖² / Σ‖z‖² per stage, codebook space
-    latent_residual: list[float] # (n_q,) ‖x − x̂ₖ‖² / ‖x‖² after k = 1…n_q stages, encoder output space
-
-@torch.no_grad()
-def quantization_error(model:CodecModel, clips:list) -> QuantizationError:
-    "Per-stage quantization error (absolute and relative) and the latent residual at every depth, over `clips`."
-    model.eval(); n_q = model.n_q
-    zz, err = torch.zeros(n_q, dtype=torch.float64), torch.zeros(n_q, dtype=torch.float64)
-    left, energy, vectors = torch.zeros(n_q, dtype=torch.float64), 0.0, 0
-    def stage_hook(i):
-        def hook(e, q, out): zz[i] += e.double().square().sum(); err[i] += (e - q).double().square().sum()
-        return hook
-    latent = {}
-    handles = [s.register_estimator_hook(stage_hook(i)) for i, s in enumerate(model.quantizer.stages)]
-    handles.append(model.encoder.register_forward_hook(lambda m, inp, out: latent.update(x=out)))
-    try:
-        for c in clips:
-            codes = model(c[None]).codes  # (1, n_q, N); the hooks see the latent and every stage's (z, q)
-            x = latent["x"]  # (1, D, N)
-            energy, vectors = energy + x.double().square().sum(), vectors + codes.shape[-1]
-            for k in range(n_q): left[k] += (x - model.quantizer.decode(codes[:, :k+1])).double().square().sum()
-    finally:
-        for h in handles: h.remove()
-    return QuantizationError((err / vectors).tolist(), (err / zz.clamp_min(1e-30)).tolist(), (left / max(energy, 1e-30)).tolist())
-
 
 # %% ../nbs/11_study.ipynb #c6baa98e
 def _depths(model): return sorted({n for n in (3, 6, 12) if n <= model.n_q} | {model.n_q})
@@ -414,8 +383,7 @@ def _machine() -> dict:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return dict(cpu=cpu, cores=os.cpu_count(), gpu=gpu, torch=torch.__version__, python=platform.python_version())
 
-def finished_runs(out, # results folder
-                  runs:list[StudyRun]) -> list[dict]:
+def finished_runs(out, runs:list[StudyRun]) -> list[dict]: # `out`: the results folder
     "The results of those of `runs` that are finished in `out/runs`."
     return [json.loads(p.read_text()) for r in runs if (p := Path(out)/"runs"/f"{r.name}.json").exists()]
 
