@@ -195,7 +195,10 @@ def quantization_error(model:CodecModel, clips:list) -> QuantizationError:
             codes = model(c[None]).codes  # (1, n_q, N); the hooks see the latent and every stage's (z, q)
             x = latent["x"]  # (1, D, N)
             energy, vectors = energy + x.double().square().sum(), vectors + codes.shape[-1]
-            for k in range(n_q): left[k] += (x - model.quantizer.decode(codes[:, :k+1])).double().square().sum()
+            xk = 0  # the first k stages' sum, one stage added at a time (as `ResidualVQ.decode` sums them)
+            for k, s in enumerate(model.quantizer.stages):
+                xk = xk + s.decode(codes[:, k]).transpose(1, 2)  # (1, D, N)
+                left[k] += (x - xk).double().square().sum()
     finally:
         for h in handles: h.remove()
     return QuantizationError((err / vectors).tolist(), (err / zz.clamp_min(1e-30)).tolist(), (left / max(energy, 1e-30)).tolist())
