@@ -31,7 +31,7 @@ from .train import Trainer
 # %% auto #0
 __all__ = ['ESTIMATORS', 'VQGAN', 'VARIANTS', 'BUDGETS', 'HEADLINE', 'SUMMARY_COLUMNS', 'LOWER_IS_BETTER', 'PLOTS', 'StudyBudget',
            'study_config', 'StudyRun', 'study_grid', 'capture_estimator_grads', 'gradient_diagnostics', 'dev_clips',
-           'score_model', 'run_one', 'result_row', 'PairedDifference', 'paired_difference', 'verdict',
+           'score_model', 'run_one', 'result_row', 'PairedDifference', 'paired_difference', 'verdict', 'paired_runs',
            'summary_markdown', 'plot_by_variant', 'write_results', 'finished_runs', 'run_study', 'study', 'main']
 
 # %% ../nbs/11_study.ipynb #d00d81b4
@@ -256,9 +256,7 @@ def _mean_sd(v):
     if not v: return math.nan, math.nan
     return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
 
-def _cell(m, s, digits):
-    if math.isnan(m): return "–"
-    return f"{m:.{digits}f}" + ("" if math.isnan(s) else f" ± {s:.{digits}f}")
+def _cell(m, s, digits): return "–" if math.isnan(m) else f"{m:.{digits}f}" + ("" if math.isnan(s) else f" ± {s:.{digits}f}")
 
 # %% ../nbs/11_study.ipynb #63da5bd3
 @dataclass
@@ -285,6 +283,10 @@ def verdict(d:PairedDifference, higher_is_better:bool=True) -> str:
     return "rotation better" if (d.lo > 0) == higher_is_better else "rotation worse"
 
 # %% ../nbs/11_study.ipynb #95478610
+def paired_runs(rows:list[dict], variant:str) -> list[tuple[dict, dict]]:
+    "The (rotation, STE) runs of `variant` that share a seed."
+    return [(a, b) for a in rows for b in rows if a["variant"] == b["variant"] == variant and a["seed"] == b["seed"] and (a["grad"], b["grad"]) == ESTIMATORS]
+
 def summary_markdown(rows:list[dict], columns=SUMMARY_COLUMNS) -> str:
     "Markdown tables: mean ± spread per setting, then rotation − STE per variant over paired seeds with 95 % intervals."
     variants = list(dict.fromkeys(r["variant"] for r in rows))
@@ -294,8 +296,7 @@ def summary_markdown(rows:list[dict], columns=SUMMARY_COLUMNS) -> str:
         for g in ESTIMATORS:
             rs = [r for r in rows if r["variant"] == v and r["grad"] == g]
             if rs: lines.append(f"| {v}/{g} | {len(rs)} | " + " | ".join(_cell(*_mean_sd([r.get(c) for r in rs]), d) for c, d in columns) + " |")
-        pairs = [(a, b) for a in rows for b in rows if a["variant"] == b["variant"] == v and a["seed"] == b["seed"]
-                 and a["grad"] == "rotation" and b["grad"] == "ste"]
+        pairs = paired_runs(rows, v)
         if pairs: diff_lines.append(f"| {v} | {len(pairs)} | " + " | ".join(
             _diff_cell(paired_difference([a.get(c, math.nan) for a, _ in pairs], [b.get(c, math.nan) for _, b in pairs]), d)
             for c, d in columns) + " |")
@@ -306,8 +307,7 @@ def summary_markdown(rows:list[dict], columns=SUMMARY_COLUMNS) -> str:
     return out
 
 def _diff_cell(d:PairedDifference, digits):
-    if math.isnan(d.mean): return "–"
-    return f"{d.mean:+.{digits}f}" + ("" if math.isnan(d.lo) else f" [{d.lo:+.{digits}f}, {d.hi:+.{digits}f}]")
+    return "–" if math.isnan(d.mean) else f"{d.mean:+.{digits}f}" + ("" if math.isnan(d.lo) else f" [{d.lo:+.{digits}f}, {d.hi:+.{digits}f}]")
 
 # %% ../nbs/11_study.ipynb #fb595ade
 _COLORS = {"rotation": "tab:blue", "ste": "tab:orange"}
