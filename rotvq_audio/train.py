@@ -25,6 +25,7 @@ def train(config:str, # config JSON, bundled config name (tiny, small, base) or 
           init:str=None, # fine-tune from a pretrained model: "default" (bundled), a model folder or a run folder
           max_minutes:float=None, # stop, with a checkpoint, after this many minutes
           max_cpu_minutes:float=None, # stop, with a checkpoint, once the run has used this many CPU minutes in all
+          stop_at:int=None, # stop, with a checkpoint, at this step (the schedule still runs to `steps`): runs compared end at one step
           device:str=None, # "cuda" or "cpu" (default: cuda when available)
           threads:int=None, # torch CPU threads per process (default: cores / local processes)
           quiet:bool=False, # no progress bar or prints
@@ -41,7 +42,7 @@ def train(config:str, # config JSON, bundled config name (tiny, small, base) or 
         local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         torch.set_num_threads(threads or max(1, (os.cpu_count() or 1)//local))
     trainer = Trainer(cfg, device, resume, quiet, init)
-    try: return trainer.fit(max_minutes, max_cpu_minutes=max_cpu_minutes)
+    try: return trainer.fit(max_minutes, stop_at, max_cpu_minutes)
     finally:
         if dist.is_initialized(): dist.destroy_process_group()
 
