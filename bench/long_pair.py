@@ -187,7 +187,7 @@ def plot(points, root):
             val = [r for r in records(root / arm) if r.get("event") == "val"]
             if metric != "si_sdr":
                 ax.plot([step0 + r["step"] for r in val], [r.get(f"val_{kbps}kbps/{metric}", float("nan")) for r in val], ":", color=color, alpha=0.6)
-            ax.set(xlabel="step", ylabel=f"{metric} at {kbps} kbps", title=f"{metric} at {kbps} kbps (dots: 8-clip validation)")
+            ax.set(xlabel="step", ylabel=f"{metric} at {kbps} kbps", title=f"{metric} at {kbps} kbps (dotted: 8-clip validation)")
         qs = [p for p in ps if "quant_error" in p]  # points scored before the quantization errors were recorded have none
         for ax, (y, label) in zip(axes[1], ((lambda p: p["6"]["utilization"], "codebook utilization at 6 kbps (mean of stages)"),
                                             (lambda p: p["quant_error"]["relative"][0], "stage-1 error / its input's energy"),
