@@ -181,13 +181,15 @@ def plot(points, root):
     fig, axes = plt.subplots(2, 3, figsize=(14, 7.2))
     for arm, color in zip(ARMS, ("tab:blue", "tab:orange")):
         ps = [p for p in points if p["arm"] == arm]
+        step0 = continued_from(root / arm)[1]
+        val = [r for r in records(root / arm) if r.get("event") == "val"]  # the training log's validation: PESQ and STOI only
         for ax, (kbps, metric) in zip(axes[0], (("6", "pesq_wb"), ("1.5", "pesq_wb"), ("6", "si_sdr"))):
             ax.plot([p["step"] for p in ps], [p[kbps][metric] for p in ps], "o-", color=color, label=f"{arm}, all of dev")
-            step0 = continued_from(root / arm)[1]
-            val = [r for r in records(root / arm) if r.get("event") == "val"]
+            title = f"{metric} at {kbps} kbps"
             if metric != "si_sdr":
                 ax.plot([step0 + r["step"] for r in val], [r.get(f"val_{kbps}kbps/{metric}", float("nan")) for r in val], ":", color=color, alpha=0.6)
-            ax.set(xlabel="step", ylabel=f"{metric} at {kbps} kbps", title=f"{metric} at {kbps} kbps (dotted: 8-clip validation)")
+                title += " (dotted: 8-clip validation)"
+            ax.set(xlabel="step", ylabel=f"{metric} at {kbps} kbps", title=title)
         qs = [p for p in ps if "quant_error" in p]  # points scored before the quantization errors were recorded have none
         for ax, (y, label) in zip(axes[1], ((lambda p: p["6"]["utilization"], "codebook utilization at 6 kbps (mean of stages)"),
                                             (lambda p: p["quant_error"]["relative"][0], "stage-1 error / its input's energy"),
