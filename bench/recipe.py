@@ -40,6 +40,19 @@ CANDIDATES = {
     "ste": ("fixed with the straight-through estimator instead of the rotation trick",
             FIXED | {"codec.quantizer": COSINE | {"grad": "ste"}}),
 }
+# Round two (issue 30): every candidate starts from the model bundled with 0.1.0 (5.85 CPU-h; its committed snapshot,
+# so that a re-bundle does not change what they start from), trains on both corpora, with the discriminators from its
+# first step and a cosine schedule sized to end near the 2 CPU-hour budget at each candidate's measured step rate.
+BUNDLED_0_1 = "bench/results/recipe/long/snapshot"
+MORE = {"data.extra_train": ["speech_extra"], "loss.adv_start_step": 0, "optim.lr": 2e-4}
+FROZEN = MORE | {"freeze": "tokenizer"}
+CANDIDATES |= {
+    "joint": ("round 2: the whole codec trained on (encoder, codebooks, decoder), both corpora", MORE | {"steps": 6000}),
+    "frozen": ("round 2: tokenizer frozen, today's decoder trained on, both corpora", FROZEN | {"steps": 6400}),
+    "frozen-deep": ("round 2: tokenizer frozen, decoder grown from 3 + 3 to 6 + 6 ConvNeXt blocks (new ones start as identities)",
+                    FROZEN | {"codec.decoder_depths": [6, 6], "steps": 5900}),
+}
+INIT = {name: BUNDLED_0_1 for name in ("joint", "frozen", "frozen-deep")}
 WINNER = "euclid" # its run, continued past the pilot budget, is the long run
 LONG = "long"
 COMMON = {"num_workers": 0, "val_every": 500, "ckpt_every": 250, "log_every": 50}
@@ -49,6 +62,7 @@ def train_command(name, cpu_minutes, out=None, extra=()):
     "`rotvq-train small` with candidate `name`'s overrides into RUNS/name (or `out`); no CPU cap when `cpu_minutes` is None."
     _, over = CANDIDATES[name]
     cmd = [sys.executable, "-m", "rotvq_audio.train", "small", "--out", str(out or RUNS / name), "--resume", "--threads", "1"]
+    if name in INIT and "--init" not in extra: cmd += ["--init", INIT[name]]
     if cpu_minutes is not None: cmd += ["--max_cpu_minutes", str(cpu_minutes)]
     for k, v in over.items(): cmd += [f"--{k}", json.dumps(v, separators=(",", ":"))]
     cmd += list(extra)

@@ -24,17 +24,25 @@ from .streaming import CodecStream
 from .tokenfile import Tokens, save_tokens, load_tokens, token_file_header, check_lengths
 
 # %% auto #0
-__all__ = ['weights_hash', 'Context', 'receptive_field', 'Codec']
+__all__ = ['state_hash', 'weights_hash', 'tokenizer_hash', 'Context', 'receptive_field', 'Codec']
 
 # %% ../nbs/08_api.ipynb #c1673360
-def weights_hash(model: torch.nn.Module) -> str:
-    "sha256 (hex) of a model's state dict: names, dtypes, shapes and bytes, in name order."
+def state_hash(state: dict) -> str:
+    "sha256 (hex) of named tensors: names, dtypes, shapes and bytes, in name order."
     h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
+    for k, v in sorted(state.items()):
         v = v.detach().to("cpu").contiguous()
         h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
         h.update(v.reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+def weights_hash(model: torch.nn.Module) -> str:
+    "sha256 of a model's whole state dict."
+    return state_hash(model.state_dict())
+
+def tokenizer_hash(model: CodecModel) -> str:
+    "sha256 of the tensors that fix what a code means (`CodecModel.tokenizer_state`)."
+    return state_hash(model.tokenizer_state())
 
 # %% ../nbs/08_api.ipynb #c59a679c
 @dataclass(frozen=True)
@@ -87,6 +95,9 @@ class Codec:
 
     @cached_property
     def weights_hash(self) -> str: return weights_hash(self.model)
+
+    @cached_property
+    def tokenizer_hash(self) -> str: return tokenizer_hash(self.model)
 
     def to(self, device):
         "Move the model to `device`; inputs follow it."
@@ -254,7 +265,8 @@ def tokens(self: Codec, codes, # (B, n_q, N) from `encode`
     codes, frames = self._check_codes(codes)
     lens = [f * self.hop_length for f in frames] if lengths is None else [int(lengths)] * len(frames) if np.ndim(lengths) == 0 else [int(n) for n in lengths]
     check_lengths(lens, frames, self.hop_length)
-    return Tokens(codes.cpu(), lens, self.name, self.weights_hash, self.sample_rate, self.frame_rate, self.codebook_size)
+    return Tokens(codes.cpu(), lens, self.name, self.weights_hash, self.sample_rate, self.frame_rate, self.codebook_size,
+                  tokenizer_hash=self.tokenizer_hash)
 
 # %% ../nbs/08_api.ipynb #29fd24d3
 @patch
@@ -267,12 +279,14 @@ def stream(self: Codec, n_q: int = None, # stages to emit; None: all
 @patch
 def decode_tokens(self: Codec, tokens, # `Tokens` or a path to a token file
                  ) -> torch.Tensor: # (B, 1, T)
-    "Audio of a token file, refusing codes made by another model."
+    "Audio of a token file, refusing codes made by another tokenizer."
     where = f" in {tokens}" if not isinstance(tokens, Tokens) else ""
     t = tokens if isinstance(tokens, Tokens) else load_tokens(tokens)
-    if t.model_hash != self.weights_hash:
-        raise ValueError(f"tokens{where} were made by model {t.model!r} (weights {t.model_hash[:12]}), but this codec is "
-                         f"{self.name!r} (weights {self.weights_hash[:12]}); decode them with the model that made them")
+    same = t.tokenizer_hash == self.tokenizer_hash if t.tokenizer_hash else t.model_hash == self.weights_hash
+    if not same:
+        theirs = f"tokenizer {t.tokenizer_hash[:12]}" if t.tokenizer_hash else f"weights {t.model_hash[:12]}"
+        raise ValueError(f"tokens{where} were made by model {t.model!r} ({theirs}), but this codec is {self.name!r} "
+                         f"(tokenizer {self.tokenizer_hash[:12]}); decode them with a model of the tokenizer that made them")
     if (t.sample_rate, t.frame_rate, t.codebook_size) != (self.sample_rate, self.frame_rate, self.codebook_size):
         raise ValueError(f"tokens{where} are for {t.sample_rate} Hz, {t.frame_rate:g} frames/s, {t.codebook_size} codes; "
                          f"this codec is {self.sample_rate} Hz, {self.frame_rate:g} frames/s, {self.codebook_size} codes")

@@ -21,7 +21,8 @@ from .core import atomic_write, config_from_dict, config_to_dict
 from .quantize import ResidualVQ, QuantizerStats, QuantizerConfig, check_codes, bitrate, n_q_for_kbps
 
 # %% auto #0
-__all__ = ['CONFIG_NAME', 'WEIGHTS_NAME', 'CodecConfig', 'Encoder', 'Decoder', 'CodecModel', 'CodecOutput', 'bundled_model_dir']
+__all__ = ['EMA_STATISTICS', 'CONFIG_NAME', 'WEIGHTS_NAME', 'CodecConfig', 'Encoder', 'Decoder', 'CodecModel', 'CodecOutput',
+           'bundled_model_dir']
 
 # %% ../nbs/04_codec.ipynb #bbbd5f8e
 @dataclass
@@ -141,6 +142,7 @@ class CodecModel(nn.Module):
         self.quantizer = ResidualVQ(cfg.latent_dim, cfg.n_q, cfg.codebook_size, cfg.codebook_dim,
                                     cfg.quantizer_dropout, **asdict(cfg.quantizer))
         self.decoder = Decoder(cfg)
+        self.tokenizer_frozen = False # see `freeze_tokenizer`
 
     sample_rate = property(lambda self: self.config.sample_rate)
     hop_length = property(lambda self: self.config.hop_length)
@@ -217,6 +219,49 @@ def decode(self: CodecModel, codes, # (B, n, N) integer codes, n ≤ n_q
     if length is not None and not 0 < length <= full:
         raise ValueError(f"expected 0 < length ≤ {full} for {codes.shape[-1]} frames, got {length}")
     return self.decoder(self.quantizer.decode(codes))[..., :length or full]
+
+# %% ../nbs/04_codec.ipynb #d9c50c6f
+EMA_STATISTICS = ("embed_avg", "cluster_size") # how a codebook learns, not what its codes mean
+
+@patch
+def tokenizer_state(self: CodecModel) -> dict:
+    "The tensors that fix what a code means: the encoder's and the quantizer's, without EMA statistics."
+    state = self.state_dict()
+    return {k: v for k, v in state.items()
+            if k.split(".")[0] in ("encoder", "quantizer") and k.rsplit(".", 1)[-1] not in EMA_STATISTICS}
+
+# %% ../nbs/04_codec.ipynb #878f620a
+@patch
+def freeze_tokenizer(self: CodecModel) -> CodecModel:
+    "Fix the encoder and the codebooks (no gradients, no codebook updates); the decoder trains on."
+    self.encoder.requires_grad_(False)
+    self.quantizer.requires_grad_(False)
+    self.tokenizer_frozen = True
+    return self.train(self.training)
+
+@patch
+def train(self: CodecModel, mode: bool = True) -> CodecModel:
+    "`nn.Module.train`, except that a frozen tokenizer's encoder and stages stay in eval mode."
+    nn.Module.train(self, mode)
+    if self.tokenizer_frozen:
+        self.encoder.eval()
+        for stage in self.quantizer.stages: stage.eval()
+    return self
+
+# %% ../nbs/04_codec.ipynb #3fd2e5bf
+@patch
+@torch.no_grad()
+def grow_from(self: CodecModel, smaller: CodecModel) -> CodecModel:
+    "Copy `smaller`, whose decoder stacks are shallower; the blocks it lacks start as identities."
+    if diff := set(self.config.diff(smaller.config)) - {"decoder_depths"}:
+        raise ValueError(f"expected configs that differ in decoder_depths only, but {sorted(diff)} differ too")
+    new, old = self.config.decoder_depths, smaller.config.decoder_depths
+    if any(a < b for a, b in zip(new, old)): raise ValueError(f"expected decoder_depths ≥ {old}, got {new}")
+    state = self.state_dict()
+    for k, v in smaller.state_dict().items(): state[k].copy_(v)
+    for stack, n in ((self.decoder.coarse, old[0]), (self.decoder.fine, old[1])):
+        for block in list(stack)[n:]: block.gamma.zero_()
+    return self
 
 # %% ../nbs/04_codec.ipynb #04a0f8ee
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"

@@ -22,6 +22,7 @@ __all__ = ['DataConfig', 'OptimConfig', 'TrainConfig', 'config_path', 'load_conf
 class DataConfig:
     "Which clips train and validate, and how they are cut and batched."
     root: str|None = None  # speech folder; None means `data.default_speech_dir()`
+    extra_train: list = field(default_factory=list)  # more corpora, train split only: folders with a manifest.csv, or names of folders beside `root`
     sources: list|None = None  # keep only these sources (None: all)
     exclude_sources: list = field(default_factory=lambda: ["asterisk_g722"])  # G.722 audio has no real 4-8 kHz band
     segment: int = 16000  # training crop length in samples
@@ -60,6 +61,7 @@ class TrainConfig:
     keep_ckpts: int = 2  # complete checkpoints kept on disk
     val_n_q: tuple = (3, 6, 12)  # quantizer stages validated: 1.5 / 3 / 6 kbps at 50 Hz x 10 bits
     seed: int = 0
+    freeze: str|None = None  # "tokenizer": the encoder and codebooks of --init stay fixed, only the decoder learns
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
     max_nonfinite: int = 20  # this many non-finite losses in a row stop the run
     out_dir: str = "runs/run"

@@ -22,8 +22,8 @@ from .core import atomic_write, command_parser, dashed
 # %% auto #0
 __all__ = ['AUDIO_EXTS', 'NARROWBAND_SOURCES', 'AudioError', 'check_audio_path', 'audio_info', 'read_audio', 'resample',
            'load_audio', 'scan_audio', 'write_manifest', 'build_manifest', 'read_manifest', 'speaker_split',
-           'default_speech_dir', 'speech_split', 'rms_db', 'crop_start', 'SpeechDataset', 'collate', 'StepSampler',
-           'EpochCrops', 'as_float', 'channels_first', 'prepare_clip', 'as_clips', 'manifest_summary',
+           'default_speech_dir', 'speech_split', 'corpus_dir', 'rms_db', 'crop_start', 'SpeechDataset', 'collate',
+           'StepSampler', 'EpochCrops', 'as_float', 'channels_first', 'prepare_clip', 'as_clips', 'manifest_summary',
            'manifest_command', 'main']
 
 # %% ../nbs/01_data.ipynb #437c0d34
@@ -219,6 +219,18 @@ def speech_split(split: str = 'train',                       # 'train' or 'dev'
         raise ValueError(f"{root/'manifest.csv'} has no 'source' column, so it cannot be filtered by source; "
                          f"pass sources=None and exclude_sources=None (--exclude_sources [])")
     return [r for r in rows if r['split'] == split and (not keep or r.get('source') in keep) and r.get('source') not in drop]
+
+# %% ../nbs/01_data.ipynb #c7965fc3
+def corpus_dir(name_or_path: str | os.PathLike, # a corpus folder, or the name of a folder beside `main`
+               main: str | os.PathLike | None = None, # the main corpus (default: `default_speech_dir()`)
+              ) -> Path:
+    "Folder of a corpus with a `manifest.csv`: the path as given, else a folder of that name beside `main`."
+    p = Path(name_or_path).expanduser()
+    if not (p/'manifest.csv').is_file() and len(p.parts) == 1:
+        p = Path(main if main is not None else default_speech_dir()).parent/p
+    if not (p/'manifest.csv').is_file():
+        raise FileNotFoundError(f"expected a corpus folder with a manifest.csv, got {str(name_or_path)!r} ({p})")
+    return p.resolve()
 
 # %% ../nbs/01_data.ipynb #9fe3d6a1
 def rms_db(x: torch.Tensor  # samples, any shape

@@ -15,10 +15,11 @@ from .core import atomic_write
 from .quantize import PAD_CODE, check_codes
 
 # %% auto #0
-__all__ = ['FORMAT_VERSION', 'Tokens', 'check_lengths', 'save_tokens', 'token_file_header', 'load_tokens']
+__all__ = ['FORMAT_VERSION', 'READABLE_VERSIONS', 'Tokens', 'check_lengths', 'save_tokens', 'token_file_header', 'load_tokens']
 
 # %% ../nbs/08b_tokenfile.ipynb #7c6c1263
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2 # 2: the tokenizer hash
+READABLE_VERSIONS = (1, 2)
 
 @dataclass
 class Tokens:
@@ -30,6 +31,7 @@ class Tokens:
     sample_rate: int
     frame_rate: float
     codebook_size: int
+    tokenizer_hash: str = "" # `tokenizer_hash` of that model ("" in version-1 files)
     format_version: int = FORMAT_VERSION
 
     n_q = property(lambda self: self.codes.shape[1])
@@ -48,7 +50,8 @@ def save_tokens(path, # destination, conventionally `.npz`
                 tokens: Tokens):
     "Write `tokens` to `path` atomically."
     path = Path(path)
-    meta = dict(format_version=tokens.format_version, model=tokens.model, model_hash=tokens.model_hash, sample_rate=tokens.sample_rate,
+    meta = dict(format_version=tokens.format_version, model=tokens.model, model_hash=tokens.model_hash,
+                tokenizer_hash=tokens.tokenizer_hash, sample_rate=tokens.sample_rate,
                 frame_rate=tokens.frame_rate, codebook_size=tokens.codebook_size, n_q=tokens.n_q, lengths=list(tokens.lengths))
     dtype = np.int16 if tokens.codebook_size <= 2 ** 15 else np.int32
     codes = tokens.codes.cpu().numpy().astype(dtype)
@@ -105,8 +108,10 @@ def _check_meta(meta: dict, header: tuple, path: Path):
     bad = lambda what: ValueError(f"token file {path}: expected {what}")
     if missing := [k for k in _META_KEYS if k not in meta]: raise bad(f"metadata {list(_META_KEYS)}, lacks {missing}")
     v = meta["format_version"]
-    if type(v) is not int or v != FORMAT_VERSION: raise bad(f"format_version {FORMAT_VERSION} (an integer: this rotvq-audio reads that version), got {v!r}")
+    if type(v) is not int or v not in READABLE_VERSIONS:
+        raise bad(f"format_version in {READABLE_VERSIONS} (an integer: this rotvq-audio reads those versions), got {v!r}")
     if not all(isinstance(meta[k], str) for k in ("model", "model_hash")): raise bad("model and model_hash as strings")
+    if v >= 2 and not isinstance(meta.get("tokenizer_hash"), str): raise bad("a tokenizer_hash string (format version 2)")
     for k, lo in (("sample_rate", 1), ("codebook_size", 2), ("n_q", 1)):
         if type(meta[k]) is not int or meta[k] < lo: raise bad(f"{k} an integer ≥ {lo}, got {meta[k]!r}")
     sr, fr = meta["sample_rate"], meta["frame_rate"]
@@ -137,4 +142,4 @@ def load_tokens(path) -> Tokens:
         check_lengths(meta["lengths"], frames, round(meta["sample_rate"] / meta["frame_rate"]), " in the metadata")
     except ValueError as e: raise ValueError(f"token file {path}: {e}") from None
     return Tokens(codes, meta["lengths"], meta["model"], meta["model_hash"], meta["sample_rate"], meta["frame_rate"],
-                  meta["codebook_size"], meta["format_version"])
+                  meta["codebook_size"], meta.get("tokenizer_hash", ""), meta["format_version"])

@@ -33,11 +33,11 @@ def train(config:str, # config JSON, bundled config name (tiny, small, base) or 
          ) -> TrainSummary:
     "Train the codec described by `config` with `overrides` applied (also the `rotvq-train` command)."
     cfg = load_config(config)
-    for k, v in overrides.items(): cfg = override(cfg, k, v)
-    if out: cfg = override(cfg, "out_dir", str(out))
-    if init is not None:  # the pretrained model fixes the architecture
+    if init is not None:  # the pretrained model fixes the architecture; an override may only grow its decoder
         f = init_dir(init)/CONFIG_NAME
         cfg.codec = CodecConfig.from_dict(json.loads(f.read_text()), str(f))
+    for k, v in overrides.items(): cfg = override(cfg, k, v)
+    if out: cfg = override(cfg, "out_dir", str(out))
     if not torch.cuda.is_available() or device == "cpu":
         local = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         torch.set_num_threads(threads or max(1, (os.cpu_count() or 1)//local))

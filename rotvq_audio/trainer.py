@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .core import atomic_write, setup_dist, unwrap, StopRequest, tf32
 from .codec import CodecConfig, CodecModel, CONFIG_NAME
 from .losses import CodecLoss, discriminator_loss, plot_spectrograms
-from .data import SpeechDataset, StepSampler, EpochCrops, speech_split, collate, load_audio
+from .data import SpeechDataset, StepSampler, EpochCrops, speech_split, corpus_dir, collate, load_audio
 from .evaluate import evaluate_codec, reconstruct_fn
 from .config import TrainConfig, save_config
 from .checkpoint import (DISCRIMINATORS_NAME, CheckpointMismatch, save_checkpoint, checkpoints, load_checkpoint,
@@ -66,6 +66,7 @@ class Trainer:
 
     def _build(self, resume, init):
         cfg = self.cfg
+        if cfg.freeze not in (None, "tokenizer"): raise ValueError(f"expected freeze None or 'tokenizer', got {cfg.freeze!r}")
         self.model = CodecModel(cfg.codec).to(self.device)
         self.discs = cfg.loss.build_discriminator().to(self.device)
         self.loss_fn = CodecLoss(cfg.loss, cfg.codec.sample_rate).to(self.device)
@@ -78,7 +79,9 @@ class Trainer:
         self.train_ds = self._dataset()
         if not (resume and self.resume()):
             if init is not None: self._load_init(init_dir(init))
+            elif cfg.freeze: raise ValueError("freeze='tokenizer' keeps a trained tokenizer: give --init MODEL, or --resume its run")
             if not self.model.quantizer.initted: self._init_codebooks()
+        if cfg.freeze: self.model.freeze_tokenizer()  # after any load: the weights it keeps are the loaded ones
         if self.dist.ddp: self._wrap_ddp()
 
 # %% ../nbs/06d_trainer.ipynb #fcfbd229
@@ -86,7 +89,9 @@ class Trainer:
 def _dataset(self:Trainer) -> SpeechDataset:
     "The training `SpeechDataset` of this run."
     d, sr = self.cfg.data, self.cfg.codec.sample_rate
-    rows = speech_split("train", d.root, d.sources, d.exclude_sources)[:d.max_train_clips]
+    rows = speech_split("train", d.root, d.sources, d.exclude_sources)
+    for extra in d.extra_train: rows += speech_split("train", corpus_dir(extra, d.root), d.sources, d.exclude_sources)
+    rows = rows[:d.max_train_clips]
     ds = SpeechDataset(rows, segment=d.segment, sample_rate=sr, train=True, seed=self.cfg.seed, cache=True).preload(skip_bad=True)
     if len(ds.skipped) > d.max_bad_clips:
         raise ValueError(f"{len(ds.skipped)} training clips could not be decoded (data.max_bad_clips = {d.max_bad_clips}), "
@@ -117,13 +122,17 @@ def _init_codebooks(self:Trainer):
 
 @patch
 def _load_init(self:Trainer, folder:Path):
-    "Start from the pretrained model in `folder` (every rank loads the same files)."
+    "Start from the pretrained model in `folder` (every rank loads the same files), growing its decoder if asked."
     saved = CodecConfig.from_dict(json.loads((folder/CONFIG_NAME).read_text()), str(folder/CONFIG_NAME))
-    if diff := saved.diff(self.cfg.codec):
+    diff = saved.diff(self.cfg.codec)
+    if set(diff) - {"decoder_depths"}:
         raise ValueError(f"--init {folder}: its codec config differs from the run's in " +
                          ", ".join(f"{k} ({a!r} there, {b!r} here)" for k, (a, b) in diff.items()))
-    found = load_init(folder, self.model, self.discs)
-    self._print(f"initialised from {folder}" + ("" if found else f" (no {DISCRIMINATORS_NAME} there: the discriminators start from scratch)"))
+    smaller = CodecModel(saved).to(self.device) if diff else self.model
+    found = load_init(folder, smaller, self.discs)
+    if diff: self.model.grow_from(smaller)
+    grown = f", decoder grown from depths {saved.decoder_depths}" if diff else ""
+    self._print(f"initialised from {folder}{grown}" + ("" if found else f" (no {DISCRIMINATORS_NAME} there: the discriminators start from scratch)"))
 
 @patch
 def _wrap_ddp(self:Trainer):

@@ -209,7 +209,8 @@ def test_token_file_round_trip(codec, tmp_path):
     t = load_tokens(p)
     assert torch.equal(t.codes, codes) and t.lengths == [16000, 5000] and t.n_q == 3
     assert (t.model, t.model_hash, t.sample_rate, t.frame_rate, t.codebook_size) == ("tiny", codec.weights_hash, 16000, 50, 1024)
-    with np.load(p) as z: assert z["codes"].dtype == np.int16 and json.loads(str(z["meta"]))["format_version"] == 1
+    assert t.tokenizer_hash == codec.tokenizer_hash and len(t.tokenizer_hash) == 64
+    with np.load(p) as z: assert z["codes"].dtype == np.int16 and json.loads(str(z["meta"]))["format_version"] == 2
     torch.testing.assert_close(codec.decode_tokens(p), codec.decode(codes, [16000, 5000]))
     assert [f.name for f in tmp_path.iterdir()] == ["t.npz"] # no temporary file left
 
@@ -238,7 +239,7 @@ def test_bad_token_files(codec, tmp_path):
     for name, codes, change, msg in [("range", good.codes.numpy() + 2000, {}, r"expected codes in \[0, 1024\)"),
                                      ("float", good.codes.numpy().astype(np.float32), {}, "expected integer codes"),
                                      ("shape", good.codes.numpy()[0], {}, "expected integer codes shaped"),
-                                     ("version", good.codes.numpy(), {"format_version": 9}, "expected format_version 1 .*got 9"),
+                                     ("version", good.codes.numpy(), {"format_version": 9}, r"expected format_version in \(1, 2\) .*got 9"),
                                      ("meta", good.codes.numpy(), {"n_q": None}, r"lacks \[.n_q.\]")]:
         m = {k: v for k, v in (meta | change).items() if v is not None}
         np.savez(tmp_path / f"{name}.npz", codes=codes, meta=np.array(json.dumps(m)))

@@ -203,8 +203,9 @@ def test_a_stream_keeps_its_stage_count_and_batch_size(codec):
     (lambda m: m.update(frame_rate=40), "for its lengths"),  # a whole hop, but not the one the codes were made with
     (lambda m: m.update(lengths=[20000.0]), "lengths a non-empty list of positive integers"),
     (lambda m: m.update(lengths=[1]), "(B=1, n_q=12, N=1) for its lengths"),
-    (lambda m: m.update(format_version="1"), "expected format_version 1 (an integer"),
-    (lambda m: m.update(format_version=2), "got 2"),
+    (lambda m: m.update(format_version="1"), "expected format_version in (1, 2) (an integer"),
+    (lambda m: m.update(format_version=3), "got 3"),
+    (lambda m: m.update(tokenizer_hash=7), "a tokenizer_hash string (format version 2)"),
     (lambda m: m.update(codebook_size=True), "codebook_size an integer"),
     (lambda m: m.pop("model_hash"), "lacks ['model_hash']"),
 ])

@@ -131,7 +131,9 @@ def test_dependencies_are_what_the_package_imports():
     through_torch = {"tensorboard"}  # torch.utils.tensorboard imports it for the training logs
     assert used <= declared, f"imported but not declared in pyproject.toml: {sorted(used - declared)}"
     assert declared <= used | through_torch, f"declared but never imported: {sorted(declared - used - through_torch)}"
-    assert third_party(optional) == {"huggingface_hub"}, "optional imports changed: document them in pyproject.toml"
+    assert third_party(optional) == {"huggingface_hub", "onnxruntime", "speechmos"}, "optional imports changed: document them in pyproject.toml"
+    extras = {canonicalize_name(Requirement(r).name) for r in PYPROJECT["project"]["optional-dependencies"]["mos"]}
+    assert extras == {"speechmos", "onnxruntime"}, "the mos extra is what metrics.dnsmos imports"
 
 
 CHECK = r'''
