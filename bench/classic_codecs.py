@@ -10,7 +10,9 @@ kbps of a peer is the size of its coded file (Ogg framing included for Opus, the
 clip's duration; ours is the nominal rate (10 bits per stage per 50 Hz frame) with the entropy (effective) rate
 beside it. A peer's output is shifted back by its delay (the lag of the best cross-correlation, at most 50 ms,
 Codec2's is about 9 ms) so that STOI and SI-SDR judge the coding, not the latency. Every codec is scored by `rotvq_audio.metrics.evaluate` on the same clips: PESQ-WB/NB, STOI, SI-SDR,
-mel distance. Writes OUT/classic_codecs.json and .md (default bench/results/). `bash .ci/setup` installs the tools.
+mel distance and DNSMOS P.835 SIG/BAK/OVRL; the uncoded clips get their DNSMOS too (the "original" row), which is
+what a codec's DNSMOS is read against, and the run times DNSMOS per clip. Writes OUT/classic_codecs.json and .md
+(default bench/results/). `bash .ci/setup` installs the tools and the mos extra.
 """
 import argparse, json, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -21,7 +23,7 @@ import torch
 
 from rotvq_audio.codec import CodecModel
 from rotvq_audio.evaluate import data_items, model_dir, reconstruct_fn, EVAL_METRICS
-from rotvq_audio.metrics import evaluate
+from rotvq_audio.metrics import evaluate, dnsmos, dnsmos_available, load_item, DNSMOS_METRICS
 from rotvq_audio.api import Codec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +83,16 @@ def codec2(mode):
     return External(f"Codec2 {mode} (8 kHz via sox)", f)
 
 
+def original_row(items):
+    "DNSMOS of the uncoded clips, scored here on one thread and timed: the row every codec's DNSMOS is read against."
+    t0, scores = time.perf_counter(), []
+    for i, item in enumerate(items): scores.append(dnsmos(load_item(item, SR, name=f"#{i}")[0], SR, on_error="nan"))
+    seconds, audio = time.perf_counter() - t0, sum(load_item(it, SR)[0].shape[-1] for it in items) / SR
+    means = {f"dnsmos_{k}": float(np.nanmean([getattr(s, k) for s in scores])) for k in ("sig", "bak", "ovrl")}
+    cost = dict(seconds_per_clip=round(seconds / len(items), 3), seconds_per_audio_second=round(seconds / audio, 4))
+    return dict(codec="original (uncoded)", kbps=None, effective_kbps=None, means=means, failed={}, cost=cost)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="model folder or training run (default: the bundled model)")
@@ -91,35 +103,42 @@ def main():
     a = p.parse_args()
     if missing := sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None}):
         sys.exit(f"classic_codecs.py: missing {', '.join(missing)}: run `bash .ci/setup` (or apt-get install {' '.join(missing)})")
+    if not dnsmos_available(): sys.exit("classic_codecs.py: DNSMOS needs the mos extra: run `bash .ci/setup`")
     torch.set_num_threads(1)
     items = data_items(a.data, a.max_files)
     model = (CodecModel.from_pretrained(model_dir(a.model)) if a.model else Codec.from_pretrained().model).eval()
-    rows, t0 = [], time.time()
+    metrics = EVAL_METRICS + DNSMOS_METRICS
+    rows, t0 = [original_row(items)], time.time()
+    print(f"original: DNSMOS {rows[0]['means']}, {rows[0]['cost']}", flush=True)
     for ext in (opus(6), opus(12), codec2("3200"), codec2("1600")):
-        r = evaluate(ext, items, SR, n_workers=a.workers, metrics=EVAL_METRICS, progress=False)
+        r = evaluate(ext, items, SR, n_workers=a.workers, metrics=metrics, progress=False)
         rows.append(dict(codec=ext.name, kbps=round(ext.kbps, 2), effective_kbps=None, means=r.means, failed=r.failed,
                          median_delay_ms=float(np.median(ext.lags)) / SR * 1000))
         print(f"{ext.name}: {ext.kbps:.2f} kbps, " + ", ".join(f"{k} {v:.3f}" for k, v in r.means.items()), flush=True)
     for n_q in (3, 6, 12):
         fn = reconstruct_fn(model, n_q)
-        r = evaluate(fn, items, SR, n_workers=a.workers, metrics=EVAL_METRICS, progress=False,
+        r = evaluate(fn, items, SR, n_workers=a.workers, metrics=metrics, progress=False,
                      codebook_size=model.codebook_size, frame_rate=model.frame_rate)
         name = f"rotvq {a.model or 'bundled'} ({n_q} stages)"
         rows.append(dict(codec=name, kbps=model.bitrate(n_q) / 1000, effective_kbps=round(r.codebook.effective_bitrate / 1000, 2),
                          means=r.means, failed=r.failed))
         print(f"{name}: {model.bitrate(n_q) / 1000:g} kbps, " + ", ".join(f"{k} {v:.3f}" for k, v in r.means.items()), flush=True)
     rep = dict(data=a.data, n_files=len(items), model=a.model or "bundled", seconds=round(time.time() - t0, 1),
+               dnsmos_cost=rows[0].pop("cost"),
                tools={t: subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True).stdout
                       for t, pkg in (("opus-tools", "opus-tools"), ("libopus0", "libopus0"), ("codec2", "codec2"), ("sox", "sox"))},
                rows=rows)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     (out / "classic_codecs.json").write_text(json.dumps(rep, indent=1) + "\n")
-    head = "| codec | kbps (measured) | effective kbps | PESQ-WB | PESQ-NB | STOI | SI-SDR | mel distance |\n|---|---|---|---|---|---|---|---|\n"
+    head = ("| codec | kbps (measured) | effective kbps | PESQ-WB | PESQ-NB | STOI | SI-SDR | mel distance | DNSMOS SIG | "
+            "DNSMOS BAK | DNSMOS OVRL |\n" + "|---" * 11 + "|\n")
     fmt = lambda v, d=3: "n/a" if v is None or v != v else f"{v:.{d}f}"
-    md = head + "".join(f"| {r['codec']} | {r['kbps']:g} | {fmt(r['effective_kbps'], 2)} | " + " | ".join(
-        fmt(r["means"][k], 1 if k == "si_sdr" else 3) for k in EVAL_METRICS) + " |\n" for r in rows)
+    md = head + "".join(f"| {r['codec']} | {fmt(r['kbps'], 2) if r['kbps'] else 'n/a'} | {fmt(r['effective_kbps'], 2)} | " + " | ".join(
+        fmt(r["means"].get(k), 1 if k == "si_sdr" else 3) for k in metrics) + " |\n" for r in rows)
+    cost = rep["dnsmos_cost"]
     (out / "classic_codecs.md").write_text(f"{len(items)} clips of `{a.data}`, one run ({rep['seconds']:.0f} s); "
-                                           f"tools {rep['tools']}.\n\n" + md)
+                                           f"tools {rep['tools']}. DNSMOS costs {cost['seconds_per_clip']:.2f} s per clip "
+                                           f"({cost['seconds_per_audio_second']:.3f} s per second of audio, one thread).\n\n" + md)
     print(md)
 
 

@@ -102,10 +102,11 @@ def describe_tokens(path) -> str:
     K, fr, sr, lengths = meta["codebook_size"], meta["frame_rate"], meta["sample_rate"], meta["lengths"]
     rows = [("file", str(path)), ("format", f"rotvq tokens v{meta['format_version']}"),
             ("model", f"{meta['model']} (weights sha256 {meta['model_hash'][:12]})"),
+            ("tokenizer", f"sha256 {meta['tokenizer_hash'][:12]}" if meta.get("tokenizer_hash") else "not recorded (format 1)"),
             ("codes", f"({B}, {n_q}, {N}): {B} clip(s) x {n_q} stages x {N} frames, {K} codes per stage"),
             ("rates", f"{fr:g} frames/s, {n_q * np.log2(K) * fr / 1000:g} kbps, audio at {sr} Hz"),
             ("duration", ", ".join(f"{n / sr:.2f} s" for n in lengths[:8]) + (" ..." if B > 8 else ""))]
-    return "\n".join(f"{k:<9} {v}" for k, v in rows)
+    return "\n".join(f"{k:<10} {v}" for k, v in rows)
 
 # %% ../nbs/09_cli.ipynb #7febe9bc
 def demo_clip() -> Path:

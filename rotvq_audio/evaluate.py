@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 from .core import atomic_write, dashed, command_parser
 from .codec import CodecModel
 from .data import speech_split, read_manifest, scan_audio, AUDIO_EXTS
-from .metrics import evaluate, EvalResult
+from .metrics import evaluate, EvalResult, DNSMOS_METRICS, dnsmos_available
 
 # %% auto #0
 __all__ = ['EVAL_METRICS', 'model_dir', 'data_items', 'supported_n_q', 'reconstruct_fn', 'evaluate_codec', 'make_report',
@@ -93,9 +93,11 @@ def make_report(results:dict, # from `evaluate_codec`
                 model_path:str, # where it was loaded from
                 data:str, # what DATA was
                 seconds:float=0.0, # time the evaluation took
+                original:dict|None=None, # metric -> mean of the uncoded clips (DNSMOS), if scored
                ) -> dict:
     "JSON-ready report of `results`."
     out = {"model": str(model_path), "data": str(data), "n_files": len(next(iter(results.values())).rows),
+           "original": original or {},
            "params": sum(p.numel() for p in model.parameters()), "frame_rate": model.frame_rate,
            "codebook_size": model.codebook_size, "max_n_q": model.n_q, "seconds": round(seconds, 1), "bitrates": []}
     for n, r in sorted(results.items()):
@@ -124,6 +126,8 @@ def report_markdown(rep:dict) -> str:
              "| kbps | stages | effective kbps | " + " | ".join(ms) + " |", "|---" * (3+len(ms)) + "|"]
     for b in rep["bitrates"]:
         lines.append(f"| {b['kbps']:g} | {b['n_q']} | {_fmt(b['effective_kbps'], 2)} | " + " | ".join(_fmt(b["means"][m]) for m in ms) + " |")
+    if original := rep.get("original"):  # the uncoded clips: only the reference-free scores apply
+        lines.append("| original | | | " + " | ".join(_fmt(original.get(m)) for m in ms) + " |")
     for b in rep["bitrates"]:
         cb = b["codebook"]
         failed = ", ".join(f"{k} {v}" for k, v in b["failed"].items() if v) or "none"
@@ -213,14 +217,18 @@ def run_eval(model:str, # save_pretrained folder or training run folder
              workers:int=2, # processes for PESQ/STOI
              device:str="cpu", # where the model runs
              quiet:bool=False, # no progress bars
+             mos:bool=None, # DNSMOS of every bitrate and of the originals; None: when the mos extra is installed
             ) -> dict:
     "Evaluate MODEL on DATA at each bitrate and write the report (also the `rotvq-eval` command)."
     t0 = time.time()
     mdir = model_dir(model)
     m = CodecModel.from_pretrained(mdir).to(device).eval()
     items = data_items(data, max_files)
-    res = evaluate_codec(m, items, [int(v) for v in str(n_q).split(",") if v.strip()], workers, progress=not quiet)
-    rep = make_report(res, m, mdir, data, time.time()-t0)
+    mos = dnsmos_available() if mos is None else mos
+    metrics = EVAL_METRICS + (DNSMOS_METRICS if mos else ())
+    res = evaluate_codec(m, items, [int(v) for v in str(n_q).split(",") if v.strip()], workers, metrics, progress=not quiet)
+    original = evaluate(lambda a: a, items, m.sample_rate, workers, DNSMOS_METRICS, progress=False).means if mos else None
+    rep = make_report(res, m, mdir, data, time.time()-t0, original)
     files = write_report(rep, out or Path(model)/"eval")
     if not quiet: print(report_markdown(rep).split("\n## ")[0] + f"\nwrote {', '.join(str(f) for f in files)}")
     return rep

@@ -217,7 +217,7 @@ def test_token_file_round_trip(codec, tmp_path):
 
 def test_token_file_from_other_model_is_refused(codec, causal, tmp_path):
     p = save_tokens(tmp_path / "t.npz", codec.tokens(codec.encode(np.zeros(3200, np.float32), 16000)))
-    with pytest.raises(ValueError, match=r"were made by model 'tiny' \(weights [0-9a-f]{12}\), but this codec is 'causal'"):
+    with pytest.raises(ValueError, match=r"were made by model 'tiny' \(tokenizer [0-9a-f]{12}\), but this codec is 'causal'"):
         causal.decode_tokens(p)
 
 
