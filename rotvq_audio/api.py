@@ -277,17 +277,25 @@ def stream(self: Codec, n_q: int = None, # stages to emit; None: all
 
 # %% ../nbs/08_api.ipynb #b6a3f60a
 @patch
+def check_tokens(self: Codec, meta: dict, # a token file's metadata (`token_file_header`) or `vars(Tokens)`
+                 where: str = "", # e.g. " in clip.npz", for the message
+                ):
+    "Refuse tokens made by another tokenizer, or for other rates or codebook sizes, from their metadata alone."
+    theirs_tok = meta.get("tokenizer_hash") or ""
+    same = theirs_tok == self.tokenizer_hash if theirs_tok else meta["model_hash"] == self.weights_hash
+    if not same:
+        theirs = f"tokenizer {theirs_tok[:12]}" if theirs_tok else f"weights {meta['model_hash'][:12]}"
+        raise ValueError(f"tokens{where} were made by model {meta['model']!r} ({theirs}), but this codec is {self.name!r} "
+                         f"(tokenizer {self.tokenizer_hash[:12]}); decode them with a model of the tokenizer that made them")
+    if (meta["sample_rate"], meta["frame_rate"], meta["codebook_size"]) != (self.sample_rate, self.frame_rate, self.codebook_size):
+        raise ValueError(f"tokens{where} are for {meta['sample_rate']} Hz, {meta['frame_rate']:g} frames/s, {meta['codebook_size']} codes; "
+                         f"this codec is {self.sample_rate} Hz, {self.frame_rate:g} frames/s, {self.codebook_size} codes")
+
+@patch
 def decode_tokens(self: Codec, tokens, # `Tokens` or a path to a token file
                  ) -> torch.Tensor: # (B, 1, T)
-    "Audio of a token file, refusing codes made by another tokenizer."
-    where = f" in {tokens}" if not isinstance(tokens, Tokens) else ""
+    "Audio of a token file, refusing codes made by another tokenizer before any code is read."
+    if isinstance(tokens, Tokens): self.check_tokens(vars(tokens))
+    else: self.check_tokens(token_file_header(tokens)[0], f" in {tokens}")  # the header alone: nothing allocated yet
     t = tokens if isinstance(tokens, Tokens) else load_tokens(tokens)
-    same = t.tokenizer_hash == self.tokenizer_hash if t.tokenizer_hash else t.model_hash == self.weights_hash
-    if not same:
-        theirs = f"tokenizer {t.tokenizer_hash[:12]}" if t.tokenizer_hash else f"weights {t.model_hash[:12]}"
-        raise ValueError(f"tokens{where} were made by model {t.model!r} ({theirs}), but this codec is {self.name!r} "
-                         f"(tokenizer {self.tokenizer_hash[:12]}); decode them with a model of the tokenizer that made them")
-    if (t.sample_rate, t.frame_rate, t.codebook_size) != (self.sample_rate, self.frame_rate, self.codebook_size):
-        raise ValueError(f"tokens{where} are for {t.sample_rate} Hz, {t.frame_rate:g} frames/s, {t.codebook_size} codes; "
-                         f"this codec is {self.sample_rate} Hz, {self.frame_rate:g} frames/s, {self.codebook_size} codes")
     return self.decode(t.codes, t.lengths)

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 import safetensors.torch as st
-from .core import atomic_write, config_to_dict, config_from_dict, fsync_paths, unwrap
+from .core import atomic_write, config_to_dict, config_from_dict, fsync_paths, open_no_link, unwrap
 from .codec import CodecModel, WEIGHTS_NAME, bundled_model_dir
 from .evaluate import model_dir
 from .config import TrainConfig, save_config, load_config
@@ -169,10 +169,11 @@ class RunLocked(RuntimeError):
 def lock_run(run_dir) -> typing.IO: # the open lock file: closing it releases the lock
     "Hold an exclusive lock on the run folder, refusing when another process holds it."
     out = Path(run_dir); out.mkdir(parents=True, exist_ok=True)
-    f = open(out/".lock", "a+")
+    f = open_no_link(out/".lock", "a+")
     try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.seek(0); holder = f.read().strip() or "unknown"; f.close()
         raise RunLocked(f"the run folder {out} is in use by another trainer (PID {holder}); stop it, or train into another --out")
     f.seek(0); f.truncate(); f.write(f"{os.getpid()}\n"); f.flush()
+    for stale in (out/"ckpt").glob(".tmp-*"): shutil.rmtree(stale, ignore_errors=True)  # a killed save's; the lock is ours
     return f

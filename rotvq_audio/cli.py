@@ -68,10 +68,10 @@ def decode_file(codec: Codec, src, # token file
                ) -> torch.Tensor: # (1, 1, T)
     "Decode a one-item token file into a WAV file."
     check_output(src, dst, (".wav",))
-    t = load_tokens(src)
-    if t.codes.shape[0] != 1:
-        raise ValueError(f"expected a token file of one clip, {src} holds {t.codes.shape[0]}; decode it with Codec.decode_tokens")
-    audio = codec.decode_tokens(t)
+    meta, (B, _, _) = token_file_header(src)  # the header and the model first, then the codes
+    if B != 1: raise ValueError(f"expected a token file of one clip, {src} holds {B}; decode it with Codec.decode_tokens")
+    codec.check_tokens(meta, f" in {src}")
+    audio = codec.decode_tokens(load_tokens(src))
     write_wav(dst, audio, codec.sample_rate)
     return audio
 

@@ -8,9 +8,10 @@ Docs: https://rotvq.github.io/rotvq-audio/config.html.md"""
 from __future__ import annotations
 import json, re
 from dataclasses import dataclass, field
+from typing import Annotated
 from importlib import resources
 from pathlib import Path
-from .core import atomic_write, config_from_dict, config_to_dict, override
+from .core import atomic_write, config_from_dict, config_to_dict, override, Range, OneOf
 from .codec import CodecConfig
 from .losses import LossConfig
 
@@ -25,26 +26,26 @@ class DataConfig:
     extra_train: list = field(default_factory=list)  # more corpora, train split only: folders with a manifest.csv, or names of folders beside `root`
     sources: list|None = None  # keep only these sources (None: all)
     exclude_sources: list = field(default_factory=lambda: ["asterisk_g722"])  # G.722 audio has no real 4-8 kHz band
-    segment: int = 16000  # training crop length in samples
-    batch_size: int = 8  # per process; the global batch is this times the world size
-    num_workers: int = 2  # DataLoader workers per process
-    max_train_clips: int|None = None  # use only the first N train clips (tests, smoke runs)
-    val_clips: int = 8  # validate on the first N dev clips, to bound the cost (0: no validation)
-    val_seconds: float = 4.0  # and on at most this many seconds of each
-    val_workers: int = 2  # processes scoring PESQ/STOI during validation
-    max_bad_clips: int = 20  # training clips that fail to decode are skipped (listed in RUN/bad_clips.txt), up to this many
+    segment: Annotated[int, Range(1)] = 16000  # training crop length in samples
+    batch_size: Annotated[int, Range(1)] = 8  # per process; the global batch is this times the world size
+    num_workers: Annotated[int, Range(0)] = 2  # DataLoader workers per process
+    max_train_clips: Annotated[int|None, Range(1)] = None  # use only the first N train clips (tests, smoke runs)
+    val_clips: Annotated[int, Range(0)] = 8  # validate on the first N dev clips, to bound the cost (0: no validation)
+    val_seconds: Annotated[float, Range(0, open_lo=True)] = 4.0  # and on at most this many seconds of each
+    val_workers: Annotated[int, Range(0)] = 2  # processes scoring PESQ/STOI during validation
+    max_bad_clips: Annotated[int, Range(0)] = 20  # training clips that fail to decode are skipped (listed in RUN/bad_clips.txt), up to this many
 
 @dataclass
 class OptimConfig:
     "AdamW for the generator and the discriminators, with warm-up then decay."
-    lr: float = 3e-4  # generator peak learning rate
-    disc_lr: float|None = None  # discriminator peak learning rate (None: same as `lr`)
+    lr: Annotated[float, Range(0, open_lo=True)] = 3e-4  # generator peak learning rate
+    disc_lr: Annotated[float|None, Range(0, open_lo=True)] = None  # discriminator peak learning rate (None: same as `lr`)
     betas: tuple = (0.8, 0.99)
-    weight_decay: float = 0.01
-    warmup_steps: int = 500  # linear warm-up from 0
-    decay: str = "cosine"  # "cosine", "exponential" or "constant" after warm-up
-    min_lr_ratio: float = 0.1  # final lr as a fraction of the peak
-    grad_clip: float = 1.0  # max global grad norm (0 disables)
+    weight_decay: Annotated[float, Range(0)] = 0.01
+    warmup_steps: Annotated[int, Range(0)] = 500  # linear warm-up from 0
+    decay: Annotated[str, OneOf("cosine", "exponential", "constant")] = "cosine"  # "cosine", "exponential" or "constant" after warm-up
+    min_lr_ratio: Annotated[float, Range(0, 1)] = 0.1  # final lr as a fraction of the peak
+    grad_clip: Annotated[float, Range(0)] = 1.0  # max global grad norm (0 disables)
 
 # %% ../nbs/06a_config.ipynb #92fdbc88
 @dataclass
@@ -54,17 +55,21 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    steps: int = 20000  # total optimiser steps
-    log_every: int = 50  # steps between progress/JSONL/TensorBoard loss records
-    val_every: int = 1000  # steps between validations (0: only at the end)
-    ckpt_every: int = 1000  # steps between checkpoints (and always at exit)
-    keep_ckpts: int = 2  # complete checkpoints kept on disk
+    steps: Annotated[int, Range(1)] = 20000  # total optimiser steps
+    log_every: Annotated[int, Range(1)] = 50  # steps between progress/JSONL/TensorBoard loss records
+    val_every: Annotated[int, Range(0)] = 1000  # steps between validations (0: only at the end)
+    ckpt_every: Annotated[int, Range(0)] = 1000  # steps between checkpoints (0: only at exit), and always at exit
+    keep_ckpts: Annotated[int, Range(1)] = 2  # complete checkpoints kept on disk
     val_n_q: tuple = (3, 6, 12)  # quantizer stages validated: 1.5 / 3 / 6 kbps at 50 Hz x 10 bits
-    seed: int = 0
-    freeze: str|None = None  # "tokenizer": the encoder and codebooks of --init stay fixed, only the decoder learns
+    seed: Annotated[int, Range(0)] = 0
+    freeze: Annotated[str|None, OneOf("tokenizer")] = None  # "tokenizer": the encoder and codebooks of --init stay fixed, only the decoder learns
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
-    max_nonfinite: int = 20  # this many non-finite losses in a row stop the run
+    max_nonfinite: Annotated[int, Range(1)] = 20  # this many non-finite losses in a row stop the run
     out_dir: str = "runs/run"
+
+    def __post_init__(self):  # what no single field can say
+        if self.data.segment < self.codec.hop_length:
+            raise ValueError(f"expected data.segment ≥ codec.hop_length ({self.codec.hop_length} samples, one code frame), got {self.data.segment}")
 
 # %% ../nbs/06a_config.ipynb #bdc22e5a
 def config_path(name_or_path:str) -> Path:

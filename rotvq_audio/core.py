@@ -6,7 +6,7 @@ Docs: https://rotvq.github.io/rotvq-audio/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #20045cc6
 from __future__ import annotations
-import argparse, contextlib, ctypes, dataclasses, inspect, json, os, signal, tempfile, threading, types, typing
+import argparse, contextlib, ctypes, dataclasses, errno, inspect, json, math, os, signal, stat, tempfile, threading, types, typing
 from pathlib import Path
 import torch
 import torch.distributed as dist
@@ -14,9 +14,9 @@ from torch import nn
 from fastcore.docments import docments
 
 # %% auto #0
-__all__ = ['umask', 'fsync_paths', 'atomic_write', 'config_from_dict', 'config_to_dict', 'leaf_paths', 'override', 'distributed',
-           'all_reduce_', 'broadcast_', 'unwrap', 'Dist', 'die_with_parent', 'setup_dist', 'StopRequest', 'tf32',
-           'dashed', 'command_parser']
+__all__ = ['umask', 'fsync_paths', 'atomic_write', 'open_no_link', 'Range', 'OneOf', 'check_field', 'config_from_dict',
+           'config_to_dict', 'leaf_paths', 'override', 'distributed', 'all_reduce_', 'broadcast_', 'unwrap', 'Dist',
+           'die_with_parent', 'setup_dist', 'StopRequest', 'tf32', 'dashed', 'command_parser']
 
 # %% ../nbs/00_core.ipynb #2a511ef3
 def umask() -> int:
@@ -38,16 +38,80 @@ def atomic_write(path, # destination; its folder is created if needed
                 ) -> Path:
     "Write a file under a temporary name in the same folder, flush it, then rename it over `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    old = os.stat(path, follow_symlinks=False) if os.path.lexists(path) else None
+    mode = stat.S_IMODE(old.st_mode) if old is not None and stat.S_ISREG(old.st_mode) else 0o666 & ~umask()  # a private file stays private
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"); os.close(fd)
     try:
         if callable(data): data(tmp)
         else: Path(tmp).write_bytes(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, 0o666 & ~umask())
+        os.chmod(tmp, mode)
         fsync_paths(tmp); os.replace(tmp, path); fsync_paths(path.parent)
     except BaseException:
         if os.path.exists(tmp): os.remove(tmp)
         raise
     return path
+
+# %% ../nbs/00_core.ipynb #95d0e2ed
+def open_no_link(path, # the file to append to; created if missing
+                 mode: str = "a", # "a" (append) or "a+" (append and read)
+                ):
+    "Open `path` for appending, never through a symbolic link (which fails with an error naming it)."
+    flags = os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_RDWR if "+" in mode else os.O_WRONLY)
+    try: fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        if e.errno != errno.ELOOP: raise
+        raise OSError(f"refusing to write through the symbolic link {path}: remove it") from None
+    return os.fdopen(fd, mode)
+
+# %% ../nbs/00_core.ipynb #86b726e4
+@dataclasses.dataclass(frozen=True)
+class Range:
+    "The numbers a config field accepts: `lo ≤ v ≤ hi` (`lo < v` when `open_lo`); None: unbounded."
+    lo: float|None = None
+    hi: float|None = None
+    open_lo: bool = False
+
+    def __contains__(self, v) -> bool:
+        low = self.lo is None or (v > self.lo if self.open_lo else v >= self.lo)
+        return low and (self.hi is None or v <= self.hi)
+
+    def __str__(self):
+        low = None if self.lo is None else f"{'>' if self.open_lo else '≥'} {self.lo:g}"
+        return " and ".join(s for s in (low, None if self.hi is None else f"≤ {self.hi:g}") if s)
+
+class OneOf(tuple):
+    "The values a config field accepts, listed."
+    def __new__(cls, *values): return super().__new__(cls, values)
+    def __str__(self): return "one of " + ", ".join(map(repr, self))
+
+# %% ../nbs/00_core.ipynb #bea95194
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string",
+               list: "a list", tuple: "a list"}
+
+def _is_kind(v, kind) -> bool:
+    "Whether `v` has type `kind` as a config means it: a bool is no integer, an integer is a float."
+    if kind is bool: return isinstance(v, bool)
+    if kind is int: return isinstance(v, int) and not isinstance(v, bool)
+    if kind is float: return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if kind in (list, tuple) or typing.get_origin(kind) in (list, tuple): return isinstance(v, (list, tuple))
+    if kind is str: return isinstance(v, str)
+    return not dataclasses.is_dataclass(kind) or isinstance(v, kind)
+
+# %% ../nbs/00_core.ipynb #a7a86a93
+def check_field(value, # the value given
+                hint, # the field's type, as `typing.get_type_hints(cls, include_extras=True)` gives it
+                name: str, # the field, named in the error
+               ):
+    "Refuse `value` unless it has the field's type and, for `Annotated` fields, its range or choices."
+    base, rules = (hint.__origin__, hint.__metadata__) if typing.get_origin(hint) is typing.Annotated else (hint, ())
+    union = typing.get_origin(base) in (typing.Union, types.UnionType)
+    kinds = [k for k in (typing.get_args(base) if union else (base,)) if k is not type(None)]
+    if value is None and (len(kinds) < (len(typing.get_args(base)) if union else 1)): return value
+    if not any(_is_kind(value, k) for k in kinds):
+        want = " or ".join(_KIND_NAMES.get(typing.get_origin(k) or k, getattr(k, "__name__", str(k))) for k in kinds)
+        raise ValueError(f"expected {name} {want}, got {value!r}")
+    if bad := [r for r in rules if value not in r]: raise ValueError(f"expected {name} {bad[0]}, got {value!r}")
+    return value
 
 # %% ../nbs/00_core.ipynb #75561f84
 def config_from_dict(cls, # a dataclass
@@ -55,7 +119,7 @@ def config_from_dict(cls, # a dataclass
               where:str="", # named in errors, e.g. the file it came from
              ) -> typing.Any:
     "Build dataclass `cls` from nested dict `d`, refusing unknown keys."
-    hints, names = typing.get_type_hints(cls), {f.name for f in dataclasses.fields(cls)}
+    hints, names = typing.get_type_hints(cls, include_extras=True), {f.name for f in dataclasses.fields(cls)}
     where = where or cls.__name__
     if not isinstance(d, dict): raise ValueError(f"expected a JSON object for {where}, got {type(d).__name__}")
     if unknown := set(d) - names: raise ValueError(f"unknown key(s) {sorted(unknown)} in {where}; expected some of {sorted(names)}")
@@ -63,7 +127,9 @@ def config_from_dict(cls, # a dataclass
     for k, v in d.items():
         t = hints[k]
         if dataclasses.is_dataclass(t) and isinstance(v, dict): v = config_from_dict(t, v, f"{where}.{k}")
-        elif isinstance(v, list) and (t is tuple or typing.get_origin(t) is tuple): v = tuple(v)
+        check_field(v, t, f"{where}.{k}")
+        base = t.__origin__ if typing.get_origin(t) is typing.Annotated else t
+        if isinstance(v, list) and (base is tuple or typing.get_origin(base) is tuple): v = tuple(v)
         kw[k] = v
     return cls(**kw)
 
@@ -149,7 +215,7 @@ def setup_dist(device:str|None=None, # "cuda", "cpu" or None (CUDA when availabl
 
 # %% ../nbs/00_core.ipynb #bfc1fc32
 class StopRequest:
-    "While active, SIGINT and SIGTERM set `reason` instead of stopping the process; a second Ctrl-C aborts."
+    "While active, SIGINT, SIGTERM and SIGHUP set `reason` instead of stopping the process; a second Ctrl-C aborts."
     def __init__(self, on_request=None): # called with the signal's name when a stop is first requested
         self.reason, self.on_request, self._old = None, on_request, {}
     def _handle(self, signum, frame):
@@ -160,7 +226,7 @@ class StopRequest:
         if self.on_request: self.on_request(self.reason)
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM): self._old[s] = signal.signal(s, self._handle)
+            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP): self._old[s] = signal.signal(s, self._handle)
         return self
     def __exit__(self, *exc):
         for s, h in self._old.items(): signal.signal(s, h)

@@ -6,7 +6,7 @@ Docs: https://rotvq.github.io/rotvq-audio/corpus.html.md"""
 
 # %% ../nbs/08c_corpus.ipynb #ea080b3e
 from __future__ import annotations
-import csv, glob, hashlib, io, json, math, os, time
+import csv, glob, hashlib, io, json, math, os, tempfile, time
 from importlib.metadata import version
 from dataclasses import dataclass, asdict
 from pathlib import Path
@@ -260,7 +260,9 @@ def lm_export(corpus: str, # a folder written by `tokenize`
     tok = AudioTokenizer(settings.codebook_size, settings.n_q, pattern, offset, specials)
     dtype = np.uint16 if tok.vocab_size <= 2**16 else np.uint32
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    files = {s: open(out / f".{s}.bin.tmp", "wb") for s in ("train", "val")}
+    for stale in out.glob(".*.bin*.tmp"): stale.unlink()  # an earlier export's, killed; a link is removed, not followed
+    tmps = {s: tempfile.mkstemp(dir=out, prefix=f".{s}.bin.", suffix=".tmp") for s in ("train", "val")}  # new files, O_EXCL
+    files = {s: os.fdopen(fd, "wb") for s, (fd, _) in tmps.items()}
     clips = {s: dict(ids=[], offsets=[], lengths=[]) for s in files}
     try:
         for path in shards:
@@ -271,10 +273,10 @@ def lm_export(corpus: str, # a folder written by `tokenize`
                 c = clips[split]; c["ids"].append(row["id"]); c["offsets"].append(files[split].tell() // flat.itemsize)
                 c["lengths"].append(len(flat)); files[split].write(flat.tobytes())
         for s, f in files.items():
-            f.close(); atomic_write(out / f"{s}.bin", lambda tmp, s=s: os.replace(out / f".{s}.bin.tmp", tmp))
+            f.close(); atomic_write(out / f"{s}.bin", lambda tmp, s=s: os.replace(tmps[s][1], tmp))
     finally:
         for s, f in files.items():
-            f.close(); (out / f".{s}.bin.tmp").unlink(missing_ok=True)
+            f.close(); Path(tmps[s][1]).unlink(missing_ok=True)
     meta = dict(vocab_size=tok.vocab_size, dtype=np.dtype(dtype).name, pattern=pattern, n_q=tok.n_q, codebook_size=tok.codebook_size,
                 offset=offset, specials=specials, boa_id=tok.boa_id, eoa_id=tok.eoa_id, pad_id=tok.pad_id,
                 frame_rate=settings.frame_rate, model=settings.model, model_hash=settings.model_hash, val_fraction=val_fraction,

@@ -12,6 +12,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 import soundfile as sf
+import soxr
 import torch
 import torch.nn.functional as F
 import torchaudio.functional as AF
@@ -20,11 +21,11 @@ from torch.utils.data import Dataset
 from .core import atomic_write, command_parser, dashed
 
 # %% auto #0
-__all__ = ['AUDIO_EXTS', 'NARROWBAND_SOURCES', 'AudioError', 'check_audio_path', 'audio_info', 'read_audio', 'resample',
-           'load_audio', 'scan_audio', 'write_manifest', 'build_manifest', 'read_manifest', 'speaker_split',
-           'default_speech_dir', 'speech_split', 'corpus_dir', 'rms_db', 'crop_start', 'SpeechDataset', 'collate',
-           'StepSampler', 'EpochCrops', 'as_float', 'channels_first', 'prepare_clip', 'as_clips', 'manifest_summary',
-           'manifest_command', 'main']
+__all__ = ['MAX_SINC_RATIO', 'AUDIO_EXTS', 'NARROWBAND_SOURCES', 'AudioError', 'check_audio_path', 'audio_info', 'read_audio',
+           'sample_rate_of', 'resample_soxr', 'resample', 'load_audio', 'scan_audio', 'write_manifest',
+           'build_manifest', 'read_manifest', 'speaker_split', 'default_speech_dir', 'speech_split', 'corpus_dir',
+           'rms_db', 'crop_start', 'SpeechDataset', 'collate', 'StepSampler', 'EpochCrops', 'as_float',
+           'channels_first', 'prepare_clip', 'as_clips', 'manifest_summary', 'manifest_command', 'main']
 
 # %% ../nbs/01_data.ipynb #437c0d34
 class AudioError(ValueError):
@@ -72,14 +73,38 @@ def read_audio(path: str | os.PathLike,  # wav, flac or ogg file
     return out[:n], sr
 
 # %% ../nbs/01_data.ipynb #425a219a
+MAX_SINC_RATIO = 1000 # torchaudio's kernel grows with the reduced rates: pairs beyond this go to soxr
+
+def sample_rate_of(sr, # a sample rate as given: an integer number of Hz
+                   what: str = "sample rate", # named in the error
+                  ) -> int:
+    "`sr` as an int, refusing booleans, fractions and rates outside 1 Hz to 10 MHz."
+    ok = isinstance(sr, (int, np.integer, float, np.floating)) and not isinstance(sr, (bool, np.bool_))
+    if not ok or not math.isfinite(sr) or sr != int(sr) or not 1 <= sr <= 10_000_000:
+        raise ValueError(f"expected the {what} as a whole number of Hz in [1, 10000000], got {sr!r}")
+    return int(sr)
+
+# %% ../nbs/01_data.ipynb #e46ba8b9
+def resample_soxr(x: torch.Tensor, # (..., T) samples at `sr`
+                  sr: int, target: int) -> torch.Tensor: # (..., ceil(T * target / sr))
+    "soxr's resampler (HQ) on the CPU, cut or padded to torchaudio's output length."
+    flat = x.detach().reshape(-1, x.shape[-1]).T.to("cpu", torch.float32).numpy() # (T, C)
+    y = soxr.resample(np.ascontiguousarray(flat), sr, target, quality="HQ") # (T', C)
+    n = -(-x.shape[-1] * target // sr)
+    y = np.pad(y[:n], ((0, max(0, n - len(y))), (0, 0)))
+    return torch.from_numpy(np.ascontiguousarray(y.T)).reshape(*x.shape[:-1], n).to(x.device, x.dtype)
+
+# %% ../nbs/01_data.ipynb #9c67b8ee
 def resample(x: torch.Tensor, # (..., T) samples at `sr`
              sr: int, # their rate
              target: int, # rate wanted
              block_seconds: float = 30.0, # longest input converted at once; bounds memory only
             ) -> torch.Tensor: # (..., ceil(T * target / sr))
-    "`torchaudio.functional.resample` in bounded memory: long inputs in blocks with a second of context each side."
+    "`x` at `target` Hz, in bounded memory: torchaudio's resampler in blocks, or soxr for odd rate pairs."
+    sr, target = sample_rate_of(sr), sample_rate_of(target, "target rate")
     if sr == target: return x
-    g = math.gcd(int(sr), int(target)); orig, new = sr // g, target // g
+    g = math.gcd(sr, target); orig, new = sr // g, target // g
+    if max(orig, new) > MAX_SINC_RATIO: return resample_soxr(x, sr, target)
     T, block, ctx = x.shape[-1], orig * math.ceil(block_seconds * sr / orig), orig * math.ceil(sr / orig)
     if T <= block + 2 * ctx: return AF.resample(x, sr, target)
     out = x.new_empty(*x.shape[:-1], math.ceil(new * T / orig))
@@ -401,8 +426,7 @@ def as_clips(audio, # (T,), (C, T), (T, C), (B, C, T) array/tensor, or a list of
              lengths=None, # valid samples per item of a padded (B, C, T) batch
             ) -> list[torch.Tensor]: # B mono float32 clips (T_i,) at `target_rate`
     "Any supported audio input as a list of mono float32 clips at `target_rate`."
-    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
-        raise ValueError(f"expected a positive integer sample_rate, got {sample_rate!r}")
+    sample_rate = sample_rate_of(sample_rate, "sample_rate")
     if isinstance(audio, (list, tuple)):
         if lengths is not None: raise ValueError("pass lengths with a padded (B, C, T) batch, not with a list of clips")
         if not audio: raise ValueError("expected at least one clip, got an empty list")
@@ -415,6 +439,8 @@ def as_clips(audio, # (T,), (C, T), (T, C), (B, C, T) array/tensor, or a list of
             clips = list(x)
         else: clips = [channels_first(x, "audio", sample_rate // 100)]
         if lengths is not None:
+            if any(isinstance(n, (bool, np.bool_)) or n != int(n) for n in lengths):
+                raise ValueError(f"expected lengths as whole numbers of samples, got {[float(n) for n in lengths]}")
             lengths = [int(n) for n in lengths]
             if len(lengths) != len(clips) or not all(0 < n <= x.shape[-1] for n in lengths):
                 raise ValueError(f"expected {len(clips)} lengths in [1, {x.shape[-1]}], got {lengths}")

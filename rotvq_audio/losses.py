@@ -8,12 +8,13 @@ Docs: https://rotvq.github.io/rotvq-audio/losses.html.md"""
 from __future__ import annotations
 import math
 from dataclasses import dataclass, field, asdict
+from typing import Annotated
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchaudio
 from torch.nn.utils.parametrizations import weight_norm
-from .core import config_from_dict
+from .core import config_from_dict, Range
 
 # %% auto #0
 __all__ = ['ADV_KINDS', 'MelSpectrogram', 'MultiScaleMelLoss', 'MultiResolutionSTFTLoss', 'ComplexSTFTLoss', 'conv_features',
@@ -217,25 +218,25 @@ def feature_matching_loss(real_feats: list, # per discriminator, list of feature
 @dataclass
 class LossConfig:
     "Weights of the generator's losses, adversarial warm-up, and discriminator sizes."
-    mel: float = 15.0
-    stft: float = 0.0
-    complex_stft: float = 0.0 # MSE of power-compressed complex spectra
-    waveform: float = 0.0 # L1 between waveforms
-    adversarial: float = 1.0
-    feature_matching: float = 2.0
-    quantizer: float = 1.0
+    mel: Annotated[float, Range(0)] = 15.0
+    stft: Annotated[float, Range(0)] = 0.0
+    complex_stft: Annotated[float, Range(0)] = 0.0 # MSE of power-compressed complex spectra
+    waveform: Annotated[float, Range(0)] = 0.0 # L1 between waveforms
+    adversarial: Annotated[float, Range(0)] = 1.0
+    feature_matching: Annotated[float, Range(0)] = 2.0
+    quantizer: Annotated[float, Range(0)] = 1.0
     adv_kind: str = "hinge"
-    adv_start_step: int = 0
+    adv_start_step: Annotated[int, Range(0)] = 0
     fm_normalize: bool = True
     mel_windows: tuple = (32, 64, 128, 256, 512, 1024, 2048)
     mel_n_mels: tuple = (5, 10, 20, 40, 80, 160, 320)
     stft_resolutions: tuple = ((320, 80), (640, 160), (1280, 320))
     complex_stft_resolutions: tuple = ((320, 80),)
-    complex_stft_compress: float = 0.3
+    complex_stft_compress: Annotated[float, Range(0, 1, open_lo=True)] = 0.3
     mpd_periods: tuple = (2, 3, 5, 7, 11)
     mpd_channels: tuple = (32, 128, 512, 1024, 1024)
     mrd_resolutions: tuple = ((1024, 256), (512, 128), (256, 64))
-    mrd_channels: int = 32
+    mrd_channels: Annotated[int, Range(1)] = 32
 
     def __post_init__(self):
         _check_kind(self.adv_kind)

@@ -6,7 +6,7 @@ Docs: https://rotvq.github.io/rotvq-audio/metrics.html.md"""
 
 # %% auto #0
 __all__ = ['DAC_MEL_RESOLUTIONS', 'DNSMOS_RATE', 'DNSMOS_WINDOW', 'DNSMOS_POLY', 'DNSMOS_METRICS', 'METRICS', 'WORKER_METRICS',
-           'as_mono', 'align', 'resample', 'pesq_wb', 'pesq_nb', 'stoi', 'si_sdr', 'mel_transform', 'mel_distance',
+           'as_mono', 'align', 'pesq_wb', 'pesq_nb', 'stoi', 'si_sdr', 'mel_transform', 'mel_distance',
            'CodebookMetrics', 'codebook_metrics', 'dnsmos_available', 'dnsmos_session', 'dnsmos_windows', 'DnsMos',
            'dnsmos', 'load_item', 'utterance_metrics', 'EvalResult', 'evaluate']
 
@@ -29,6 +29,7 @@ from pystoi import stoi as pystoi_stoi
 from tqdm import tqdm
 
 from .codebook import UsageAccumulator
+from .data import resample
 from .quantize import bitrate
 
 # %% ../nbs/02_metrics.ipynb #0f424b7f
@@ -47,13 +48,6 @@ def align(ref, deg):
     n = min(ref.shape[-1], deg.shape[-1])
     return ref[..., :n], deg[..., :n]
 
-def resample(x:np.ndarray, # 1-D audio
-             orig_sr:int, # its sample rate
-             new_sr:int): # the rate we want
-    "`x` resampled from `orig_sr` to `new_sr` (no-op when equal)."
-    if orig_sr == new_sr: return x
-    return torchaudio.functional.resample(torch.from_numpy(x), orig_sr, new_sr).numpy()
-
 # %% ../nbs/02_metrics.ipynb #9a6a57a6
 _PESQ_ERRORS = {pesq_lib.NoUtterancesError: "no speech detected in the reference",
                 pesq_lib.BufferTooShortError: "signal shorter than the 0.25 s PESQ needs"}
@@ -67,7 +61,8 @@ def _pesq(ref, deg, sample_rate, mode, on_error):
     "PESQ in `mode` ('wb'|'nb') after shaping, resampling and aligning the inputs."
     if on_error not in ("raise", "nan"): raise ValueError(f"on_error must be 'raise' or 'nan', got {on_error!r}")
     fs = sample_rate if (mode == "nb" and sample_rate in (8000, 16000)) else 16000
-    ref, deg = align(resample(as_mono(ref, "ref"), sample_rate, fs), resample(as_mono(deg, "deg"), sample_rate, fs))
+    ref, deg = (resample(torch.from_numpy(as_mono(x, name)), sample_rate, fs).numpy() for x, name in ((ref, "ref"), (deg, "deg")))
+    ref, deg = align(ref, deg)
     if not np.any(ref): return _failed(f"PESQ-{mode.upper()}: the reference is silent (all zeros)", on_error)
     try: return float(pesq_lib.pesq(fs, ref, deg, mode))
     except pesq_lib.PesqError as e:
@@ -229,7 +224,7 @@ def load_item(item, # tensor/array (T,) or (1, T), a path, or a row with `audio`
     if audio is None:
         if path is None: raise ValueError(f"expected audio, a path or a row with `path`, got {type(item).__name__}")
         x, sr = sf.read(Path(root) / path if root is not None else path, dtype="float32", always_2d=True)  # (T, C)
-        audio = resample(x.mean(1), sr, sample_rate)
+        audio = resample(torch.from_numpy(x.mean(1)), sr, sample_rate)
     return torch.as_tensor(as_mono(audio, f"audio of {path or name}")).view(1, 1, -1), str(path or name)
 
 # %% ../nbs/02_metrics.ipynb #43a5f682

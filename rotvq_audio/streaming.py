@@ -23,6 +23,7 @@ class CodecStream:
         self.codec, self.n_q = codec, codec.n_q_for(None, n_q)
         self._audio, self._a0, self._n_in, self._enc_done = None, 0, 0, 0 # buffer, its first frame, samples seen, frames emitted
         self._codes, self._c0, self._n_codes, self._dec_done = None, 0, 0, 0
+        self.encode_ended = self.decode_ended = False # set by the flushes: an ended direction takes no more input
 
     @property
     def latency_frames(self) -> int:
@@ -48,6 +49,7 @@ def _emit_codes(self: CodecStream, upto, final=False) -> torch.Tensor: # frames 
 def encode_chunk(self: CodecStream, audio, # (T,) or (B, 1, T) float samples at the codec's rate
                 ) -> torch.Tensor: # (B, n_q, k): the frames completed by this chunk
     "Codes of every frame whose input (and look-ahead) is now complete."
+    if self.encode_ended: raise ValueError("this stream's audio was ended by flush_encode: open a new stream (Codec.stream) for more")
     x = torch.as_tensor(audio)
     x = x.reshape(1, 1, -1) if x.dim() == 1 else x
     if x.dim() != 3 or x.shape[1] != 1: raise ValueError(f"expected a chunk shaped (T,) or (B, 1, T), got {tuple(x.shape)}")
@@ -77,6 +79,7 @@ def _emit_audio(self: CodecStream, upto, final=False) -> torch.Tensor: # audio o
 def decode_chunk(self: CodecStream, codes, # (B, n_q, k) integer codes, the next k frames
                 ) -> torch.Tensor: # (B, 1, j * hop): the audio frames completed by these codes
     "Audio of every frame whose codes (and look-ahead) have now arrived."
+    if self.decode_ended: raise ValueError("this stream's codes were ended by flush_decode: open a new stream (Codec.stream) for more")
     if torch.is_tensor(codes) and codes.dim() == 3 and codes.shape[-1] == 0: return self._emit_audio(0) # nothing new
     codes, _ = check_codes(codes, self.codec.codebook_size, self.codec.n_q, padding=False)
     if codes.shape[1] != self.n_q: raise ValueError(f"expected {self.n_q} stages per frame in this stream, got {codes.shape[1]}")
@@ -91,6 +94,7 @@ def decode_chunk(self: CodecStream, codes, # (B, n_q, k) integer codes, the next
 def flush_encode(self: CodecStream) -> torch.Tensor: # (B, n_q, k)
     "End of the audio: the remaining codes, the last zero-padded frame included, as the offline `encode` pads it."
     pending = self._audio is not None and self._enc_done < math.ceil(self._n_in / self.codec.hop_length)
+    self.encode_ended = True
     return self._emit_codes(None, final=True) if pending else self._emit_codes(0)
 
 @patch
@@ -98,6 +102,7 @@ def flush_encode(self: CodecStream) -> torch.Tensor: # (B, n_q, k)
 def flush_decode(self: CodecStream) -> torch.Tensor: # (B, 1, j * hop)
     "End of the codes: the audio still held back for look-ahead (none for a causal model)."
     pending = self._codes is not None and self._dec_done < self._n_codes
+    self.decode_ended = True
     return self._emit_audio(None, final=True) if pending else self._emit_audio(0)
 
 @patch

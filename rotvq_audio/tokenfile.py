@@ -50,6 +50,8 @@ def save_tokens(path, # destination, conventionally `.npz`
                 tokens: Tokens):
     "Write `tokens` to `path` atomically."
     path = Path(path)
+    _, frames = check_codes(tokens.codes, tokens.codebook_size)  # what `load_tokens` would refuse is never written
+    check_lengths(tokens.lengths, frames, round(tokens.sample_rate / tokens.frame_rate))
     meta = dict(format_version=tokens.format_version, model=tokens.model, model_hash=tokens.model_hash,
                 tokenizer_hash=tokens.tokenizer_hash, sample_rate=tokens.sample_rate,
                 frame_rate=tokens.frame_rate, codebook_size=tokens.codebook_size, n_q=tokens.n_q, lengths=list(tokens.lengths))
@@ -94,6 +96,8 @@ def _read_npz(path: Path, codes: bool):
     size = path.stat().st_size
     try:
         with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+            if twice := sorted({n for n in names if names.count(n) > 1}): raise ValueError(f"ambiguous archive: {twice} appear more than once")
             meta = json.loads(_npy_array(zf, "meta.npy", _npy_header(zf, "meta.npy", size, _MAX_META_BYTES)).item())
             header = _npy_header(zf, "codes.npy", size)
             if not isinstance(meta, dict): raise ValueError(f"expected a JSON object as metadata, got {type(meta).__name__}")

@@ -9,14 +9,25 @@ from __future__ import annotations
 import json, os, sys
 import torch
 import torch.distributed as dist
-from .core import override, dashed, command_parser, leaf_paths
+from typing import Annotated
+from .core import override, dashed, command_parser, leaf_paths, check_field, Range, OneOf
 from .codec import CodecConfig, CONFIG_NAME
 from .config import TrainConfig, load_config
 from .checkpoint import RunLocked, init_dir
 from .trainer import Trainer, TrainSummary, NonFiniteLoss
 
 # %% auto #0
-__all__ = ['train', 'field_help', 'main']
+__all__ = ['check_run_options', 'train', 'field_help', 'main']
+
+# %% ../nbs/06_train.ipynb #d11f1304
+def check_run_options(max_minutes, max_cpu_minutes, stop_at, device, threads):
+    "Refuse `train`'s own options out of range, and a device this machine lacks, naming the option."
+    for name, v in (("max_minutes", max_minutes), ("max_cpu_minutes", max_cpu_minutes)):
+        check_field(v, Annotated[float|None, Range(0, open_lo=True)], name)
+    for name, v in (("stop_at", stop_at), ("threads", threads)): check_field(v, Annotated[int|None, Range(1)], name)
+    check_field(device, Annotated[str|None, OneOf("cuda", "cpu")], "device")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("expected a CUDA GPU for --device cuda, but torch sees none on this machine; use --device cpu")
 
 # %% ../nbs/06_train.ipynb #e348e84f
 def train(config:str, # config JSON, bundled config name (tiny, small, base) or run folder
@@ -32,6 +43,7 @@ def train(config:str, # config JSON, bundled config name (tiny, small, base) or 
           **overrides, # config fields by unique name or dotted path: steps=100, lr=5e-4, **{"codec.quantizer.grad": "ste"}
          ) -> TrainSummary:
     "Train the codec described by `config` with `overrides` applied (also the `rotvq-train` command)."
+    check_run_options(max_minutes, max_cpu_minutes, stop_at, device, threads)
     cfg = load_config(config)
     if init is not None:  # the pretrained model fixes the architecture; an override may only grow its decoder
         f = init_dir(init)/CONFIG_NAME

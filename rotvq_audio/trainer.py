@@ -19,7 +19,7 @@ from fastcore.basics import patch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from .core import atomic_write, setup_dist, unwrap, StopRequest, tf32
+from .core import atomic_write, open_no_link, setup_dist, unwrap, StopRequest, tf32
 from .codec import CodecConfig, CodecModel, CONFIG_NAME
 from .losses import CodecLoss, discriminator_loss, plot_spectrograms
 from .data import SpeechDataset, StepSampler, EpochCrops, speech_split, corpus_dir, collate, load_audio
@@ -66,7 +66,6 @@ class Trainer:
 
     def _build(self, resume, init):
         cfg = self.cfg
-        if cfg.freeze not in (None, "tokenizer"): raise ValueError(f"expected freeze None or 'tokenizer', got {cfg.freeze!r}")
         self.model = CodecModel(cfg.codec).to(self.device)
         self.discs = cfg.loss.build_discriminator().to(self.device)
         self.loss_fn = CodecLoss(cfg.loss, cfg.codec.sample_rate).to(self.device)
@@ -233,7 +232,7 @@ def _log(self:Trainer, rec:dict, tb:bool=False):
     "Append `rec` (stamped with step and time) to the JSONL log; numbers also to TensorBoard if `tb`."
     if not self.dist.main: return
     rec = {"step": self.step, "time": round(time.time(), 3)} | rec
-    with open(self.out/"log.jsonl", "a") as f: f.write(json.dumps(rec)+"\n")
+    with open_no_link(self.out/"log.jsonl") as f: f.write(json.dumps(rec)+"\n")
     if tb and self.tb is not None:
         for k, v in rec.items():
             if k not in ("step", "time") and isinstance(v, (int, float)) and math.isfinite(v): self.tb.add_scalar(k, v, self.step)

@@ -42,14 +42,15 @@ def forge(src, dst, edit=None, codes=None):
 # 12. permissions ------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])
-def test_outputs_get_the_umasks_permissions_even_over_a_private_file(work, tmp_path, umask):
+def test_new_outputs_get_the_umasks_permissions_and_a_private_file_stays_private(work, tmp_path, umask):
     old = os.umask(umask)
     try:
         assert run("encode", work / "clip.wav", tmp_path / "new.npz", "--model", work / "tiny")[0] == 0
         (tmp_path / "old.wav").write_bytes(b"x"); (tmp_path / "old.wav").chmod(0o600)
         assert run("decode", work / "clip.npz", tmp_path / "old.wav", "--model", work / "tiny")[0] == 0
     finally: os.umask(old)
-    for name in ("new.npz", "old.wav"): assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, name
+    assert stat.S_IMODE((tmp_path / "new.npz").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "old.wav").stat().st_mode) == 0o600  # replaced, not widened (round two, item 19)
 
 
 # 13. folder runs go on past bad token files, with clear reasons -------------------------------------------------------

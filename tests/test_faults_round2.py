@@ -1,0 +1,192 @@
+"""Faults and bad input, round two (issue 31): each test names the item it covers and fails on the code before it."""
+import io, json, os, resource, stat, subprocess, sys, time, zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import run_rotvq as run  # `rotvq ARGS` in-process: (status, stdout, stderr)
+from rotvq_audio.api import Codec
+from rotvq_audio.codec import CodecConfig, CodecModel
+from rotvq_audio.tokenfile import Tokens, load_tokens, save_tokens
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    "A tiny model, a clip and its token file."
+    d = tmp_path_factory.mktemp("round2")
+    torch.manual_seed(0)
+    CodecModel(CodecConfig.tiny()).save_pretrained(d / "tiny")
+    sf.write(d / "clip.wav", (np.random.default_rng(0).standard_normal(20000) * 0.1).astype(np.float32), 16000)
+    assert run("encode", d / "clip.wav", d / "clip.npz", "--model", d / "tiny")[0] == 0
+    return d
+
+
+@pytest.fixture(scope="module")
+def codec(work): return Codec.from_pretrained(work / "tiny")
+
+
+def one_line_error(code, err, *needles):
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    for n in needles: assert n in err, (n, err)
+
+
+def peak_rss_mb(code: str) -> float:
+    "Peak RSS of a fresh Python running `code`, in MB."
+    out = subprocess.run([sys.executable, "-c", code + "\nimport resource; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return int(out.stdout.split()[-1]) / 1024
+
+
+# 1. an odd sample rate: the resampler's memory and time stay bounded -------------------------------------------------
+
+def test_one_second_at_16001_hz_encodes_in_bounded_memory(work, tmp_path):
+    sf.write(tmp_path / "odd.wav", (np.random.default_rng(1).standard_normal(16001) * 0.1).astype(np.float32), 16001)
+    base = peak_rss_mb(f"import rotvq_audio.cli; from rotvq_audio.api import Codec; Codec.from_pretrained({str(work / 'tiny')!r})")
+    code = (f"from rotvq_audio.cli import main; assert main(['encode', {str(tmp_path / 'odd.wav')!r}, {str(tmp_path / 'o.npz')!r}, "
+            f"'--model', {str(work / 'tiny')!r}]) == 0")
+    assert peak_rss_mb(code) - base < 300  # it was 5.1 GB: torchaudio's kernel for 16001 -> 16000
+
+
+@pytest.mark.parametrize("sr", [11127, 16001, 48001, 44099])
+def test_odd_rates_resample_quickly_to_the_right_length(sr):
+    from rotvq_audio.data import resample
+    x = torch.randn(1, sr) * 0.1
+    t0 = time.perf_counter(); y = resample(x, sr, 16000)
+    assert y.shape == (1, 16000) and time.perf_counter() - t0 < 5
+
+
+# 2. decode checks the header and the model before it allocates --------------------------------------------------------
+
+def _npy_header(shape, descr="<i2"):
+    h = repr({"descr": descr, "fortran_order": False, "shape": tuple(shape)}).encode()
+    h = h + b" " * (-(len(h) + 11) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h
+
+
+def test_decode_refuses_another_models_huge_file_before_reading_its_codes(work, tmp_path):
+    "8 M frames of zeros (~0.2 MB compressed, 192 MB as int16) made by another model: refused from the header."
+    n = 8_000_000
+    with zipfile.ZipFile(work / "clip.npz") as zf: meta = json.loads(np.load(io.BytesIO(zf.read("meta.npy"))).item())
+    meta |= {"lengths": [n * 320], "n_q": 12, "tokenizer_hash": "0" * 64, "model": "another"}
+    path = tmp_path / "huge.npz"
+    buf = io.BytesIO(); np.save(buf, np.array(json.dumps(meta)))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("codes.npy", "w", force_zip64=True) as f:
+            f.write(_npy_header((1, 12, n))); zero, left = bytes(1 << 24), 12 * n * 2
+            while left: f.write(zero[:min(left, len(zero))]); left -= min(left, len(zero))
+        zf.writestr("meta.npy", buf.getvalue())
+    one_line_error(*run("decode", path, tmp_path / "o.wav", "--model", work / "tiny")[::2], "were made by model 'another'")
+    base = peak_rss_mb(f"import rotvq_audio.cli; from rotvq_audio.api import Codec; Codec.from_pretrained({str(work / 'tiny')!r})")
+    code = (f"from rotvq_audio.cli import main; assert main(['decode', {str(path)!r}, {str(tmp_path / 'o.wav')!r}, "
+            f"'--model', {str(work / 'tiny')!r}]) == 2")
+    assert peak_rss_mb(code) - base < 100  # reading the codes would take 192 MB, and 768 MB as int64
+
+
+# 5-7. no write through a planted link -----------------------------------------------------------------------------------
+
+def test_lm_export_never_writes_through_a_planted_temporary(work, tmp_path):
+    from rotvq_audio.corpus import lm_export, tokenize
+    (tmp_path / "clips").mkdir(); sf.write(tmp_path / "clips" / "a.wav", sf.read(work / "clip.wav")[0], 16000)
+    assert tokenize(str(tmp_path / "clips"), str(tmp_path / "tok"), model=str(work / "tiny"), num_workers=0, progress=False) is not None
+    lm = tmp_path / "lm"; lm.mkdir()
+    victim = tmp_path / "victim.txt"; victim.write_text("precious")
+    for s in ("train", "val"): os.symlink(victim, lm / f".{s}.bin.tmp")
+    lm_export(str(tmp_path / "tok"), str(lm))
+    assert victim.read_text() == "precious" and (lm / "train.bin").is_file()
+    assert not list(lm.glob(".*.tmp"))  # the planted links are gone, and no temporary is left
+
+
+def _tiny_run_args(out):
+    return ["tiny", "--out", str(out), "--steps", "2", "--val_clips", "0", "--num_workers", "0", "--max_train_clips", "4",
+            "--log_every", "1", "--threads", "1", "--quiet"]
+
+
+@pytest.mark.parametrize("planted", [".lock", "log.jsonl"])
+def test_the_trainer_never_writes_through_a_planted_link(tmp_path, planted, one_thread):
+    from rotvq_audio.train import main
+    run_dir = tmp_path / "run"; run_dir.mkdir()
+    victim = tmp_path / "victim.txt"
+    if planted == ".lock": victim.write_text("precious")
+    os.symlink(victim, run_dir / planted)  # dangling for the log: it must not create the file outside the run
+    assert main(_tiny_run_args(run_dir)) == 2
+    assert (victim.read_text() == "precious") if planted == ".lock" else not victim.exists()
+
+
+# 12-15. silent wrong results in the API ----------------------------------------------------------------------------------
+
+def test_a_flushed_stream_takes_no_more_input(codec):
+    s = codec.stream()
+    s.encode_chunk(torch.zeros(3200)); s.flush_encode()
+    with pytest.raises(ValueError, match="ended by flush_encode"): s.encode_chunk(torch.zeros(3200))
+    s.decode_chunk(codec.encode(torch.zeros(3200), 16000)); s.flush_decode()
+    with pytest.raises(ValueError, match="ended by flush_decode"): s.decode_chunk(codec.encode(torch.zeros(3200), 16000))
+
+
+def test_save_tokens_refuses_what_load_tokens_would(tmp_path):
+    bad = Tokens(torch.full((1, 2, 3), 5000), [900], "m", "0" * 64, 16000, 50.0, 1024, "1" * 64)
+    with pytest.raises(ValueError, match=r"expected codes in \[0, 1024\)"): save_tokens(tmp_path / "t.npz", bad)
+    assert not (tmp_path / "t.npz").exists()
+
+
+def test_an_archive_with_two_codes_members_is_refused(work, tmp_path):
+    with zipfile.ZipFile(work / "clip.npz") as zf: members = {n: zf.read(n) for n in zf.namelist()}
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        with zipfile.ZipFile(tmp_path / "two.npz", "w") as zf:
+            for n, b in members.items(): zf.writestr(n, b)
+            zf.writestr("codes.npy", members["codes.npy"])
+    with pytest.raises(ValueError, match=r"ambiguous archive: \['codes.npy'\] appear more than once"): load_tokens(tmp_path / "two.npz")
+
+
+def test_a_boolean_rate_and_fractional_lengths_are_refused(codec):
+    with pytest.raises(ValueError, match="expected the sample_rate as a whole number of Hz"): codec.encode(np.zeros(1600, np.float32), True)
+    with pytest.raises(ValueError, match="expected lengths as whole numbers of samples"):
+        codec.encode(np.zeros((1, 1, 1600), np.float32), 16000, lengths=[1.9])
+
+
+# 17-20. every trainer flag is checked by the field it sets ----------------------------------------------------------
+
+@pytest.mark.parametrize("flag, value, needle", [
+    ("--steps", "abc", "steps an integer, got 'abc'"), ("--steps", "-5", "steps ≥ 1, got -5"), ("--lr", "abc", "lr a finite number"),
+    ("--batch_size", "0", "batch_size ≥ 1, got 0"), ("--batch_size", "-1", "batch_size ≥ 1"), ("--log_every", "0", "log_every ≥ 1"),
+    ("--seed", "1.5", "seed an integer, got 1.5"), ("--threads", "-1", "threads ≥ 1, got -1"), ("--segment", "0", "segment ≥ 1"),
+    ("--segment", "100", "expected data.segment ≥ codec.hop_length"), ("--grad_clip", "-1", "grad_clip ≥ 0, got -1"),
+    ("--warmup_steps", "-3", "warmup_steps ≥ 0"), ("--val_every", "-1", "val_every ≥ 0"), ("--max_minutes", "-1", "max_minutes > 0"),
+    ("--keep_ckpts", "0", "keep_ckpts ≥ 1"), ("--max_train_clips", "-1", "max_train_clips ≥ 1"), ("--stop_at", "0", "stop_at ≥ 1"),
+    ("--exclude_sources", "ami", "exclude_sources a list, got 'ami'"), ("--device", "meta", "device one of 'cuda', 'cpu'"),
+    ("--freeze", "encoder", "freeze one of 'tokenizer'"),
+])
+def test_a_bad_trainer_flag_is_one_line_naming_the_field(tmp_path, capsys, flag, value, needle):
+    from rotvq_audio.train import main
+    assert main(["tiny", "--out", str(tmp_path / "run"), flag, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rotvq-train: ") and err.count("\n") == 1 and needle in err, err
+    assert not (tmp_path / "run" / "ckpt").exists()
+
+
+def test_a_json_config_is_checked_by_the_same_fields(tmp_path):
+    from rotvq_audio.config import load_config
+    cfg = json.loads(Path(__file__).parents[1].joinpath("rotvq_audio", "configs", "tiny.json").read_text())
+    cfg["optim"]["grad_clip"] = -1
+    (tmp_path / "c.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match=r"expected TrainConfig \(c.json\).optim.grad_clip ≥ 0, got -1"): load_config(str(tmp_path / "c.json"))
+
+
+# 24. temporaries are cleaned on the next start --------------------------------------------------------------------------
+
+def test_a_killed_checkpoint_saves_temporary_is_removed_on_the_next_start(tmp_path):
+    from rotvq_audio.checkpoint import lock_run
+    stale = tmp_path / "run" / "ckpt" / ".tmp-step-0000100-12345"; stale.mkdir(parents=True); (stale / "state.pt").write_bytes(b"x")
+    f = lock_run(tmp_path / "run"); f.close()
+    assert not stale.exists()
+
+
+def test_sighup_stops_like_sigterm():
+    import signal
+    from rotvq_audio.core import StopRequest
+    with StopRequest() as req:
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert req.reason == "SIGHUP"
