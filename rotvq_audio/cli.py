@@ -22,8 +22,8 @@ from .corpus import tokenize, lm_export
 
 # %% auto #0
 __all__ = ['COMMANDS', 'load_codec', 'write_wav', 'check_output', 'encode_file', 'decode_file', 'map_folder', 'describe_tokens',
-           'demo_clip', 'round_trip', 'demo_report', 'demo', 'encode_command', 'decode_command', 'info_command',
-           'demo_command', 'tokenize_command', 'lm_export_command', 'build_parser', 'main']
+           'printable', 'demo_clip', 'round_trip', 'demo_report', 'demo', 'encode_command', 'decode_command',
+           'info_command', 'demo_command', 'tokenize_command', 'lm_export_command', 'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #7e58ec6c
 def load_codec(model: str | None = None) -> Codec:
@@ -87,6 +87,10 @@ def map_folder(fn, # fn(src, dst) for one file
     if dst_dir.exists() and not dst_dir.is_dir(): raise ValueError(f"expected an output folder for input folder {src_dir}, but {dst_dir} is a file")
     files = sorted(p for p in src_dir.rglob("*") if p.is_file() and p.suffix.lower() in exts)
     if not files: raise FileNotFoundError(f"no {'/'.join(sorted(exts))} files under {src_dir}")
+    dsts = {}
+    for p in files:  # a.wav and a.flac must not both become a.npz
+        dst = p.relative_to(src_dir).with_suffix(suffix)
+        if (other := dsts.setdefault(dst, p)) != p: raise ValueError(f"inputs {other} and {p} would both be written to {dst_dir / dst}: rename one")
     done, failed = 0, []
     for p in tqdm(files, desc=src_dir.name or str(src_dir), unit="file", disable=not progress, file=sys.stderr):
         try: fn(p, dst_dir / p.relative_to(src_dir).with_suffix(suffix)); done += 1
@@ -106,7 +110,11 @@ def describe_tokens(path) -> str:
             ("codes", f"({B}, {n_q}, {N}): {B} clip(s) x {n_q} stages x {N} frames, {K} codes per stage"),
             ("rates", f"{fr:g} frames/s, {n_q * np.log2(K) * fr / 1000:g} kbps, audio at {sr} Hz"),
             ("duration", ", ".join(f"{n / sr:.2f} s" for n in lengths[:8]) + (" ..." if B > 8 else ""))]
-    return "\n".join(f"{k:<10} {v}" for k, v in rows)
+    return "\n".join(f"{k:<10} {printable(v)}" for k, v in rows)
+
+def printable(s: str) -> str:
+    "`s` with control characters escaped: a token file's name for its model must not drive the terminal."
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in s)
 
 # %% ../nbs/09_cli.ipynb #7febe9bc
 def demo_clip() -> Path:

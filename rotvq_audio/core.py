@@ -14,9 +14,9 @@ from torch import nn
 from fastcore.docments import docments
 
 # %% auto #0
-__all__ = ['umask', 'fsync_paths', 'atomic_write', 'open_no_link', 'Range', 'OneOf', 'check_field', 'config_from_dict',
-           'config_to_dict', 'leaf_paths', 'override', 'distributed', 'all_reduce_', 'broadcast_', 'unwrap', 'Dist',
-           'die_with_parent', 'setup_dist', 'StopRequest', 'tf32', 'dashed', 'command_parser']
+__all__ = ['umask', 'fsync_paths', 'atomic_write', 'open_no_link', 'Range', 'OneOf', 'check_field', 'check_fields',
+           'config_from_dict', 'config_to_dict', 'leaf_paths', 'override', 'distributed', 'all_reduce_', 'broadcast_',
+           'unwrap', 'Dist', 'die_with_parent', 'setup_dist', 'StopRequest', 'tf32', 'dashed', 'command_parser']
 
 # %% ../nbs/00_core.ipynb #2a511ef3
 def umask() -> int:
@@ -112,6 +112,13 @@ def check_field(value, # the value given
         raise ValueError(f"expected {name} {want}, got {value!r}")
     if bad := [r for r in rules if value not in r]: raise ValueError(f"expected {name} {bad[0]}, got {value!r}")
     return value
+
+# %% ../nbs/00_core.ipynb #fbdaf410
+def check_fields(cfg, where: str = ""):
+    "`check_field` on every field of dataclass instance `cfg`."
+    hints = typing.get_type_hints(type(cfg), include_extras=True)
+    for f in dataclasses.fields(cfg): check_field(getattr(cfg, f.name), hints[f.name], f"{where or type(cfg).__name__}.{f.name}")
+    return cfg
 
 # %% ../nbs/00_core.ipynb #75561f84
 def config_from_dict(cls, # a dataclass

@@ -8,21 +8,22 @@ Docs: https://rotvq.github.io/rotvq-audio/corpus.html.md"""
 from __future__ import annotations
 import csv, glob, hashlib, io, json, math, os, tempfile, time
 from importlib.metadata import version
+from typing import Annotated
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
 import torch
 import pyarrow as pa
 import pyarrow.parquet as pq
-from .core import atomic_write, setup_dist, distributed
+from .core import atomic_write, setup_dist, distributed, check_field, config_from_dict, Range
 from .data import AUDIO_EXTS, AudioError, read_audio, resample
 from .api import Codec
 from .lm_tokens import AudioTokenizer
 
 # %% auto #0
-__all__ = ['SETTINGS_NAME', 'Item', 'list_inputs', 'CorpusSettings', 'corpus_settings', 'check_out_dir', 'shard_path',
-           'shard_schema', 'write_shard', 'shard_errors', 'Blocks', 'bucket', 'encode_batches', 'TokenizeSummary',
-           'tokenize', 'write_errors', 'read_corpus', 'is_val', 'lm_export']
+__all__ = ['SETTINGS_NAME', 'Item', 'list_inputs', 'check_unique_ids', 'CorpusSettings', 'corpus_settings', 'check_out_dir',
+           'shard_path', 'shard_schema', 'write_shard', 'shard_errors', 'Blocks', 'bucket', 'encode_batches',
+           'TokenizeSummary', 'tokenize', 'write_errors', 'read_corpus', 'is_val', 'lm_export']
 
 # %% ../nbs/08c_corpus.ipynb #74cb6631
 @dataclass(frozen=True)
@@ -48,9 +49,20 @@ def list_inputs(source: str, # a folder (searched recursively), a glob, or a man
         if len({i.id for i in items}) != len(items): raise ValueError(f"expected unique ids in manifest {src}")
         return items
     if src.is_dir(): root, paths = src, [p for p in src.rglob("*") if p.suffix.lower() in AUDIO_EXTS and p.is_file()]
-    elif any(c in source for c in "*?["): root, paths = _glob_root(source), [Path(p) for p in glob.glob(source, recursive=True) if Path(p).is_file()]
+    elif any(c in source for c in "*?["):  # pathlib's ** does not follow linked folders: a link loop cannot hang it
+        root = _glob_root(source)
+        paths = [p for p in root.glob(Path(source).relative_to(root).as_posix()) if p.is_file()]
     else: raise FileNotFoundError(f"no folder, glob matches or manifest .csv at {source}")
-    return [Item(p.relative_to(root).with_suffix("").as_posix(), str(p)) for p in sorted(paths, key=lambda p: p.relative_to(root).as_posix())]
+    items = [Item(p.relative_to(root).with_suffix("").as_posix(), str(p)) for p in sorted(paths, key=lambda p: p.relative_to(root).as_posix())]
+    return check_unique_ids(items)
+
+def check_unique_ids(items: list[Item]) -> list[Item]:
+    "Refuse two inputs with one id (`a.wav` and `a.flac`), naming both."
+    seen = {}
+    for i in items:
+        if (other := seen.setdefault(i.id, i.path)) != i.path:
+            raise ValueError(f"inputs {other} and {i.path} would both get the id {i.id!r}: rename or move one")
+    return items
 
 # %% ../nbs/08c_corpus.ipynb #d96a02dd
 @dataclass
@@ -58,13 +70,13 @@ class CorpusSettings:
     "What a tokenized corpus was made with: `tokenize.json`. A folder holds shards of one setting only."
     model: str # the codec's name
     model_hash: str # sha256 of its weights
-    n_q: int # stages kept
+    n_q: Annotated[int, Range(1)] # stages kept
     kbps: float # their bitrate
-    codebook_size: int
+    codebook_size: Annotated[int, Range(2)]
     frame_rate: float
-    sample_rate: int # of the codes' audio (every input is resampled to it)
-    shard_size: int # inputs per shard
-    n_items: int # inputs listed
+    sample_rate: Annotated[int, Range(1)] # of the codes' audio (every input is resampled to it)
+    shard_size: Annotated[int, Range(1)] # inputs per shard
+    n_items: Annotated[int, Range(1, 10**9)] # inputs listed
     inputs_hash: str # sha256 of the ids and paths, in order: the same list gives the same shards
     package_version: str
 
@@ -179,7 +191,8 @@ def tokenize(source: str, # folder, glob, or manifest .csv with a `path` (and op
     d = setup_dist(device)
     codec = Codec.from_pretrained(model, device=d.device)
     n_q = codec.n_q_for(kbps, n_q)
-    if shard_size < 1: raise ValueError(f"expected shard_size ≥ 1, got {shard_size}")
+    for name, v, lo in (("shard_size", shard_size, 1), ("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
+        check_field(v, Annotated[int|None, Range(lo)], name)
     items = list_inputs(source)
     if not items: raise ValueError(f"no audio files in {source}")
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
@@ -237,7 +250,11 @@ def read_corpus(out: str) -> tuple[CorpusSettings, list[Path]]:
     "The settings of a tokenized folder and its shards, refusing a folder whose run has not finished."
     out = Path(out); f = out / SETTINGS_NAME
     if not f.is_file(): raise FileNotFoundError(f"no tokenized corpus in {out} (no {SETTINGS_NAME}); run `rotvq tokenize` first")
-    s = CorpusSettings(**json.loads(f.read_text()))
+    try: d = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{f} is not valid JSON: {e}") from None
+    s = config_from_dict(CorpusSettings, d, str(f))  # types and ranges: a claimed n_items of 1e12 is refused here
+    if s.n_shards > len(list(out.glob("shard-*.parquet"))) + 1000:  # the count below would take ages: it says so at once
+        raise ValueError(f"{f} lists {s.n_items} inputs in {s.n_shards} shards, far more than the folder holds")
     missing = [k for k in range(s.n_shards) if not shard_path(out, k).exists()]
     if missing: raise ValueError(f"{out} lacks {len(missing)} of its {s.n_shards} shards (first: {shard_path(out, missing[0]).name}); rerun `rotvq tokenize` to finish it")
     return s, [shard_path(out, k) for k in range(s.n_shards)]
@@ -257,7 +274,9 @@ def lm_export(corpus: str, # a folder written by `tokenize`
     "Flat token ids of every clip, in corpus order, as memory-mappable `train.bin` / `val.bin` and their `meta.json`."
     settings, shards = read_corpus(corpus)
     if not 0 <= val_fraction < 1: raise ValueError(f"expected 0 ≤ val_fraction < 1, got {val_fraction}")
+    check_field(offset, Annotated[int, Range(0)], "offset")
     tok = AudioTokenizer(settings.codebook_size, settings.n_q, pattern, offset, specials)
+    if tok.vocab_size > 2**32: raise ValueError(f"expected ids that fit uint32, but offset {offset} makes the vocabulary {tok.vocab_size}")
     dtype = np.uint16 if tok.vocab_size <= 2**16 else np.uint32
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     for stale in out.glob(".*.bin*.tmp"): stale.unlink()  # an earlier export's, killed; a link is removed, not followed

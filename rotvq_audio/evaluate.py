@@ -15,8 +15,9 @@ import torch
 import matplotlib
 import matplotlib.pyplot as plt
 
-from .core import atomic_write, dashed, command_parser
-from .codec import CodecModel
+from typing import Annotated
+from .core import atomic_write, dashed, command_parser, check_field, Range
+from .codec import CodecModel, bundled_model_dir
 from .data import speech_split, read_manifest, scan_audio, AUDIO_EXTS
 from .metrics import evaluate, EvalResult, DNSMOS_METRICS, dnsmos_available
 
@@ -29,6 +30,7 @@ __all__ = ['EVAL_METRICS', 'model_dir', 'data_items', 'supported_n_q', 'reconstr
 def model_dir(path) -> Path:
     "The `save_pretrained` folder that `path` (a model folder or a training run folder) designates."
     p = Path(path)
+    if str(path) == "default" and not p.exists(): return bundled_model_dir()
     cands = [p, p/"model"]
     if (latest := p/"ckpt"/"latest").is_file(): cands.append(p/"ckpt"/latest.read_text().strip()/"generator")
     for c in cands:
@@ -211,25 +213,29 @@ def quantization_error(model:CodecModel, clips:list) -> QuantizationError:
 # %% ../nbs/07_evaluate.ipynb #ef0c34ba
 def run_eval(model:str, # save_pretrained folder or training run folder
              data:str="dev", # "dev", a manifest, a folder of audio or an audio file
-             out:str=None, # output folder (default: MODEL/eval)
+             out:str=None, # output folder (default: MODEL/eval; for the bundled model, ./eval-default)
              n_q:str="3,6,12", # comma-separated depths (those the model has are used)
              max_files:int=None, # evaluate only the first N files
              workers:int=2, # processes for PESQ/STOI
              device:str="cpu", # where the model runs
              quiet:bool=False, # no progress bars
-             mos:bool=None, # DNSMOS of every bitrate and of the originals; None: when the mos extra is installed
+             no_mos:bool=False, # skip DNSMOS, which is scored (every bitrate and the originals) when the mos extra is installed
             ) -> dict:
     "Evaluate MODEL on DATA at each bitrate and write the report (also the `rotvq-eval` command)."
     t0 = time.time()
+    check_field(max_files, Annotated[int|None, Range(1)], "max_files")
     mdir = model_dir(model)
     m = CodecModel.from_pretrained(mdir).to(device).eval()
     items = data_items(data, max_files)
-    mos = dnsmos_available() if mos is None else mos
+    mos = dnsmos_available() and not no_mos
     metrics = EVAL_METRICS + (DNSMOS_METRICS if mos else ())
-    res = evaluate_codec(m, items, [int(v) for v in str(n_q).split(",") if v.strip()], workers, metrics, progress=not quiet)
+    depths = [int(v) for v in str(n_q).split(",") if v.strip()]
+    if bad := [d for d in depths if not 1 <= d <= m.n_q]: raise ValueError(f"expected n_q depths in [1, {m.n_q}], got {bad}")
+    res = evaluate_codec(m, items, depths, workers, metrics, progress=not quiet)
     original = evaluate(lambda a: a, items, m.sample_rate, workers, DNSMOS_METRICS, progress=False).means if mos else None
     rep = make_report(res, m, mdir, data, time.time()-t0, original)
-    files = write_report(rep, out or Path(model)/"eval")
+    inside = mdir.resolve().is_relative_to(bundled_model_dir().resolve().parent.parent)  # never write into the package
+    files = write_report(rep, out or (Path(f"eval-{mdir.name}") if inside else Path(model)/"eval"))
     if not quiet: print(report_markdown(rep).split("\n## ")[0] + f"\nwrote {', '.join(str(f) for f in files)}")
     return rep
 

@@ -17,7 +17,8 @@ import numpy as np
 import scipy.stats
 import torch
 
-from .core import atomic_write, dashed, override, command_parser
+from typing import Annotated
+from .core import atomic_write, dashed, override, command_parser, check_fields, Range, OneOf
 from .quantize import rotation_vjp, VectorQuantizer
 from .data import speech_split, load_audio
 from .metrics import evaluate
@@ -51,18 +52,20 @@ VARIANTS = { # name -> overrides (dotted config paths) of the base config; "base
 class StudyBudget:
     "The size of every run of a study grid."
     config: str = "small" # bundled config name or JSON path every run starts from
-    steps: int = 6000 # optimiser steps per run
-    segment: int = 16000 # training crop length in samples
-    batch_size: int = 8
-    lr: float = 1e-3 # peak learning rate
-    warmup_steps: int = 200
-    seeds: int = 2 # seeds per setting (0, 1, ...)
-    base_seeds: int = 3 # seeds of the "base" variant
-    jobs: int = 2 # runs trained at once (each gets cores / jobs threads)
-    ckpt_every: int = 250 # an interrupted run resumes, exactly, from its last checkpoint
-    eval_clips: int = 0 # dev clips scored; 0: all
-    eval_seconds: float = 3.0 # the first seconds of each dev clip are scored
-    device: str = "cpu"
+    steps: Annotated[int, Range(1)] = 6000 # optimiser steps per run
+    segment: Annotated[int, Range(1)] = 16000 # training crop length in samples
+    batch_size: Annotated[int, Range(1)] = 8
+    lr: Annotated[float, Range(0, open_lo=True)] = 1e-3 # peak learning rate
+    warmup_steps: Annotated[int, Range(0)] = 200
+    seeds: Annotated[int, Range(1)] = 2 # seeds per setting (0, 1, ...)
+    base_seeds: Annotated[int, Range(1)] = 3 # seeds of the "base" variant
+    jobs: Annotated[int, Range(1)] = 2 # runs trained at once (each gets cores / jobs threads)
+    ckpt_every: Annotated[int, Range(1)] = 250 # an interrupted run resumes, exactly, from its last checkpoint
+    eval_clips: Annotated[int, Range(0)] = 0 # dev clips scored; 0: all
+    eval_seconds: Annotated[float, Range(0, open_lo=True)] = 3.0 # the first seconds of each dev clip are scored
+    device: Annotated[str, OneOf("cpu", "cuda")] = "cpu"
+
+    def __post_init__(self): check_fields(self)
 
     def seeds_of(self, variant:str) -> int: return self.base_seeds if variant == "base" else self.seeds
 

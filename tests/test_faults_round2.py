@@ -190,3 +190,97 @@ def test_sighup_stops_like_sigterm():
     with StopRequest() as req:
         os.kill(os.getpid(), signal.SIGHUP)
         assert req.reason == "SIGHUP"
+
+
+# 3, 4, 8, 11, 16. the corpus commands --------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def corpus(work, tmp_path_factory):
+    "A tokenized folder of two clips."
+    from rotvq_audio.corpus import tokenize
+    d = tmp_path_factory.mktemp("corpus"); (d / "clips").mkdir()
+    for name in ("a", "b"): sf.write(d / "clips" / f"{name}.wav", sf.read(work / "clip.wav")[0], 16000)
+    tokenize(str(d / "clips"), str(d / "tok"), model=str(work / "tiny"), num_workers=0, progress=False)
+    return d
+
+
+def test_lm_export_refuses_a_settings_file_claiming_1e12_items_at_once(corpus, tmp_path):
+    import shutil
+    from rotvq_audio.corpus import lm_export
+    shutil.copytree(corpus / "tok", tmp_path / "tok")
+    s = json.loads((tmp_path / "tok" / "tokenize.json").read_text()); s["n_items"] = 1e12
+    (tmp_path / "tok" / "tokenize.json").write_text(json.dumps(s))
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=r"tokenize.json.n_items an integer, got 1000000000000.0"): lm_export(str(tmp_path / "tok"), str(tmp_path / "lm"))
+    s["n_items"] = 10**9; (tmp_path / "tok" / "tokenize.json").write_text(json.dumps(s))
+    with pytest.raises(ValueError, match="far more than the folder holds"): lm_export(str(tmp_path / "tok"), str(tmp_path / "lm"))
+    assert time.perf_counter() - t0 < 10
+
+
+def test_a_glob_over_a_symlink_loop_ends_and_lists_each_file_once(corpus, tmp_path):
+    from rotvq_audio.corpus import list_inputs
+    (tmp_path / "d" / "sub").mkdir(parents=True); sf.write(tmp_path / "d" / "sub" / "x.wav", np.zeros(1600, np.float32), 16000)
+    os.symlink(tmp_path / "d", tmp_path / "d" / "sub" / "loop")
+    t0 = time.perf_counter()
+    items = list_inputs(str(tmp_path / "d" / "**" / "*.wav"))
+    assert [i.id for i in items] == ["sub/x"] and time.perf_counter() - t0 < 10
+
+
+def test_two_inputs_with_one_id_are_refused_by_name(tmp_path):
+    from rotvq_audio.corpus import list_inputs
+    for ext in ("wav", "flac"): sf.write(tmp_path / f"a.{ext}", np.zeros(1600, np.float32), 16000)
+    with pytest.raises(ValueError, match=r"inputs .*a.flac and .*a.wav would both get the id 'a'"): list_inputs(str(tmp_path))
+
+
+def test_encoding_a_folder_refuses_two_inputs_for_one_output(work, tmp_path):
+    (tmp_path / "in").mkdir()
+    for ext in ("wav", "flac"): sf.write(tmp_path / "in" / f"a.{ext}", np.zeros(1600, np.float32), 16000)
+    one_line_error(*run("encode", tmp_path / "in", tmp_path / "out", "--model", work / "tiny")[::2], "would both be written to")
+    assert not (tmp_path / "out" / "a.npz").exists()
+
+
+@pytest.mark.parametrize("flag, value", [("--batch-size", "-1"), ("--batch-size", "0"), ("--shard-size", "0"), ("--num-workers", "-1")])
+def test_tokenize_refuses_a_non_positive_size(work, corpus, tmp_path, flag, value):
+    one_line_error(*run("tokenize", corpus / "clips", tmp_path / "t", "--model", work / "tiny", flag, value)[::2], "expected")
+    assert not list((tmp_path / "t").glob("shard-*")) if (tmp_path / "t").exists() else True
+
+
+def test_lm_export_refuses_an_offset_that_overflows_uint32(corpus, tmp_path):
+    from rotvq_audio.corpus import lm_export
+    with pytest.raises(ValueError, match="fit uint32"): lm_export(str(corpus / "tok"), str(tmp_path / "lm"), offset=2**32)
+    with pytest.raises(ValueError, match="expected offset ≥ 0"): lm_export(str(corpus / "tok"), str(tmp_path / "lm"), offset=-1)
+
+
+# 22-23. rotvq-eval and rotvq info ------------------------------------------------------------------------------------
+
+def test_rotvq_eval_of_the_bundled_model_writes_to_the_working_directory(tmp_path, monkeypatch):
+    from rotvq_audio.codec import bundled_model_dir
+    from rotvq_audio.evaluate import main
+    monkeypatch.chdir(tmp_path)
+    speech = Path(os.environ.get("ROTVQ_SPEECH", Path(__file__).parents[1] / ".." / "shared" / "speech"))
+    clip = next((speech / "dev").rglob("*.flac"))
+    assert main(["default", str(clip), "--n-q", "3", "--workers", "1", "--quiet", "--no-mos"]) == 0
+    assert (tmp_path / "eval-default" / "report.json").is_file() and not (bundled_model_dir() / "eval").exists()
+
+
+@pytest.mark.parametrize("argv, needle", [(["--n-q", "0"], "n_q depths in [1, 12], got [0]"), (["--n-q", "99"], "got [99]"),
+                                           (["--max-files", "0"], "max_files ≥ 1"), (["--max-files", "-1"], "max_files ≥ 1")])
+def test_rotvq_eval_refuses_depths_and_counts_out_of_range(work, tmp_path, capsys, argv, needle):
+    from rotvq_audio.evaluate import main
+    assert main([str(work / "tiny"), str(work / "clip.wav"), "--out", str(tmp_path / "e"), "--quiet", *argv]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_info_escapes_a_model_name_that_would_drive_the_terminal(work, tmp_path):
+    with np.load(work / "clip.npz") as z: c, m = z["codes"], json.loads(str(z["meta"]))
+    m["model"] = "evil\x1b]0;pwned\x07\x1b[2J"
+    np.savez_compressed(tmp_path / "evil.npz", codes=c, meta=np.array(json.dumps(m)))
+    code, out, _ = run("info", tmp_path / "evil.npz")
+    assert code == 0 and "\x1b" not in out and "\x07" not in out and "\\x1b]0;pwned" in out
+
+
+@pytest.mark.parametrize("argv, needle", [(["--jobs", "0"], "jobs ≥ 1, got 0"), (["--seeds", "-1"], "seeds ≥ 1, got -1")])
+def test_rotvq_study_refuses_counts_out_of_range(tmp_path, capsys, argv, needle):
+    from rotvq_audio.study import main
+    assert main(["--out", str(tmp_path / "s"), *argv]) == 2
+    assert needle in capsys.readouterr().err
