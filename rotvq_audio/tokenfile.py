@@ -103,7 +103,8 @@ def _read_npz(path: Path, codes: bool):
             if not isinstance(meta, dict): raise ValueError(f"expected a JSON object as metadata, got {type(meta).__name__}")
             _check_meta(meta, header, path)
             return meta, header, _npy_array(zf, "codes.npy", header) if codes else None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError, TypeError, AttributeError, NotImplementedError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError, TypeError, AttributeError, NotImplementedError,
+            OSError) as e:  # OSError: a mangled central directory can send zipfile to a negative offset
         msg = " ".join(str(e).split()) or type(e).__name__
         raise ValueError(msg if msg.startswith(f"token file {path}") else f"{path} is not a rotvq token file (an .npz with 'codes' and 'meta'): {msg}") from None
 
