@@ -22,8 +22,8 @@ from .lm_tokens import AudioTokenizer
 
 # %% auto #0
 __all__ = ['SETTINGS_NAME', 'Item', 'list_inputs', 'check_unique_ids', 'CorpusSettings', 'corpus_settings', 'check_out_dir',
-           'shard_path', 'shard_schema', 'write_shard', 'shard_errors', 'Blocks', 'bucket', 'encode_batches',
-           'TokenizeSummary', 'tokenize', 'write_errors', 'read_corpus', 'is_val', 'lm_export']
+           'shard_path', 'shard_schema', 'write_shard', 'shard_errors', 'shard_holds', 'Blocks', 'bucket',
+           'encode_batches', 'TokenizeSummary', 'tokenize', 'write_errors', 'read_corpus', 'is_val', 'lm_export']
 
 # %% ../nbs/08c_corpus.ipynb #74cb6631
 @dataclass(frozen=True)
@@ -127,6 +127,13 @@ def shard_errors(path: Path) -> list:
     "The (id, path, reason) of the inputs a shard could not read."
     return json.loads(pq.read_schema(path).metadata.get(b"errors", b"[]"))
 
+def shard_holds(path: Path, items: list[Item]) -> bool:
+    "Whether the shard at `path` is whole and made of exactly `items` (written, or listed as errors)."
+    try: rows, errs = pq.read_table(path, columns=["id", "path"]).to_pylist(), shard_errors(path)
+    except Exception: return False  # truncated, empty or not Parquet: redo it
+    got = sorted([(r["id"], r["path"]) for r in rows] + [(e[0], e[1]) for e in errs])
+    return got == sorted((i.id, i.path) for i in items)
+
 # %% ../nbs/08c_corpus.ipynb #4c9490e2
 class Blocks(torch.utils.data.Dataset):
     "Blocks of consecutive inputs of one shard; a DataLoader worker reads each (and, on the CPU, encodes it)."
@@ -203,7 +210,8 @@ def tokenize(source: str, # folder, glob, or manifest .csv with a `path` (and op
     on_cpu = not d.device.startswith("cuda")
     batch_size = batch_size or (1 if on_cpu else 32)
     mine = [k for k in range(d.rank, settings.n_shards, d.world_size)]
-    todo = [k for k in mine if not shard_path(out, k).exists()]
+    shard_items = lambda k: items[k * shard_size:(k + 1) * shard_size]
+    todo = [k for k in mine if not (shard_path(out, k).exists() and shard_holds(shard_path(out, k), shard_items(k)))]
     for k in todo: # a killed run's partial shards
         for tmp in out.glob(f".{shard_path(out, k).name}.*.tmp"): tmp.unlink(missing_ok=True)
     block = batch_size * 8

@@ -284,3 +284,29 @@ def test_rotvq_study_refuses_counts_out_of_range(tmp_path, capsys, argv, needle)
     from rotvq_audio.study import main
     assert main(["--out", str(tmp_path / "s"), *argv]) == 2
     assert needle in capsys.readouterr().err
+
+
+# 9-10. a rerun of tokenize redoes any shard that is damaged or not made of its inputs ---------------------------------
+
+def _tokenized(work, root, names, shard_size=1):
+    from rotvq_audio.corpus import tokenize
+    (root / "clips").mkdir(parents=True, exist_ok=True)
+    for n in names: sf.write(root / "clips" / f"{n}.wav", sf.read(work / "clip.wav")[0][:8000 + 1000 * len(n)], 16000)
+    tokenize(str(root / "clips"), str(root / "tok"), model=str(work / "tiny"), num_workers=0, progress=False, shard_size=shard_size)
+    return root / "tok"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "foreign"])
+def test_a_rerun_redoes_a_damaged_or_foreign_shard(work, tmp_path, damage):
+    import pyarrow.parquet as pq
+    from rotvq_audio.corpus import tokenize, lm_export
+    tok = _tokenized(work, tmp_path / "a", ["c0", "c1"])
+    good = pq.read_table(tok / "shard-00000.parquet").to_pylist()
+    shard = tok / "shard-00000.parquet"
+    if damage == "truncate": shard.write_bytes(shard.read_bytes()[:100])
+    elif damage == "empty": shard.write_bytes(b"")
+    else: shard.write_bytes((tok / "shard-00001.parquet").read_bytes())  # another shard's rows under this name
+    tokenize(str(tmp_path / "a" / "clips"), str(tok), model=str(work / "tiny"), num_workers=0, progress=False, shard_size=1)
+    assert pq.read_table(shard).to_pylist() == good
+    meta = lm_export(str(tok), str(tmp_path / "lm"), val_fraction=0)
+    assert meta["clips"]["train"]["ids"] == ["c0", "c1"]  # each clip once
