@@ -81,6 +81,8 @@ class Codec:
                  name: str = "custom", # recorded in token files
                  chunk_seconds: float = 60.0, # longest audio the network sees at once; bounds memory only
                 ):
+        if not (isinstance(chunk_seconds, (int, float)) and math.isfinite(chunk_seconds) and chunk_seconds > 0):
+            raise ValueError(f"expected chunk_seconds a finite number > 0, got {chunk_seconds!r}")
         self.model, self.name = model.eval(), name
         self.chunk_frames = max(1, round(chunk_seconds * model.frame_rate))
         self.context = receptive_field(model)
@@ -143,6 +145,8 @@ def from_pretrained(cls: Codec, path=None, # None: the bundled model; a folder; 
                     **kwargs, # more `Codec` arguments, e.g. `chunk_seconds`
                    ) -> Codec:
     "Load a codec from the package, a folder with `config.json` and `model.safetensors`, or the Hub."
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"expected a CUDA GPU for device={device!r}, but torch sees none on this machine; use device='cpu'")
     folder, name = _resolve_model(path)
     return cls(CodecModel.from_pretrained(folder, map_location=device), name=name, **kwargs)
 

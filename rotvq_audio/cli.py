@@ -6,7 +6,7 @@ Docs: https://rotvq.github.io/rotvq-audio/cli.html.md"""
 
 # %% ../nbs/09_cli.ipynb #9a71d299
 from __future__ import annotations
-import argparse, os, sys, time
+import argparse, os, shutil, sys, time
 from importlib import resources
 from pathlib import Path
 import numpy as np
@@ -39,7 +39,10 @@ def write_wav(path, # destination .wav
     "Write 16-bit PCM WAV atomically, clipping to [-1, 1]."
     x = np.clip(torch.as_tensor(audio).detach().cpu().float().reshape(-1).numpy(), -1, 1)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: sf.write(tmp, x, sample_rate, subtype="PCM_16", format="WAV"))
+    try: atomic_write(path, lambda tmp: sf.write(tmp, x, sample_rate, subtype="PCM_16", format="WAV"))
+    except sf.LibsndfileError as e:  # a full disk shows up here as "System error"
+        free = shutil.disk_usage(Path(path).parent).free / 2**20
+        raise OSError(f"could not write {path} ({e.error_string}); {free:.0f} MiB free on that disk") from None
     return Path(path)
 
 def check_output(src, dst, # input and output paths of one file
@@ -56,6 +59,7 @@ def encode_file(codec: Codec, src, # audio file
                 dst, # token file to write
                 kbps: float = None) -> Tokens:
     "Encode one audio file into a token file."
+    if not Path(src).exists(): raise FileNotFoundError(f"no input file or folder at {src}")  # before any word on the output
     check_output(src, dst, (".npz",))
     wav = load_audio(src, codec.sample_rate) # (T,)
     t = codec.tokens(codec.encode(wav, codec.sample_rate, kbps=kbps), len(wav))
@@ -67,6 +71,7 @@ def decode_file(codec: Codec, src, # token file
                 dst, # .wav to write
                ) -> torch.Tensor: # (1, 1, T)
     "Decode a one-item token file into a WAV file."
+    if not Path(src).exists(): raise FileNotFoundError(f"no token file or folder at {src}")
     check_output(src, dst, (".wav",))
     meta, (B, _, _) = token_file_header(src)  # the header and the model first, then the codes
     if B != 1: raise ValueError(f"expected a token file of one clip, {src} holds {B}; decode it with Codec.decode_tokens")

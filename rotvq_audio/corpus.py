@@ -42,7 +42,7 @@ def list_inputs(source: str, # a folder (searched recursively), a glob, or a man
     "The inputs of a corpus run, in a fixed order: sorted paths, or the manifest's order."
     src = Path(source)
     if src.suffix.lower() == ".csv" and src.is_file():
-        with open(src, newline="") as f: rows = list(csv.DictReader(f))
+        with open(src, newline="", encoding="utf-8-sig") as f: rows = list(csv.DictReader(f))
         if rows and "path" not in rows[0]: raise ValueError(f"expected a `path` column in manifest {src}, got columns {list(rows[0])}")
         items = [Item(r.get("id") or Path(r["path"]).with_suffix("").as_posix(),
                       str(src.parent / r["path"]) if not Path(r["path"]).is_absolute() else r["path"]) for r in rows]

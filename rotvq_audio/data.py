@@ -38,6 +38,7 @@ def check_audio_path(path: str | os.PathLike  # file expected to hold audio
     p = Path(path)
     if not p.exists(): raise AudioError(f"expected an audio file, but {p} does not exist")
     if p.is_dir(): raise AudioError(f"expected an audio file, got a directory: {p}")
+    if not p.is_file(): raise AudioError(f"expected a regular audio file, got {p} (pipes and devices are not read: save the audio to a file)")
     if p.stat().st_size == 0: raise AudioError(f"expected audio, got an empty file (0 bytes): {p}")
     return p
 
@@ -187,7 +188,7 @@ def read_manifest(path: str | os.PathLike,            # `.csv` or `.jsonl` manif
     "Rows of a CSV/JSONL manifest with absolute `path` and float `duration`."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"expected a manifest file, but {path} does not exist")
-    with open(path, newline='') as f:
+    with open(path, newline='', encoding='utf-8-sig') as f:  # a byte-order mark is not part of the first column's name
         rows = [json.loads(l) for l in f if l.strip()] if path.suffix.lower() == '.jsonl' else list(csv.DictReader(f))
     base = Path(root) if root is not None else path.parent
     for r in rows:

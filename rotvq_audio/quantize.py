@@ -9,6 +9,7 @@ from __future__ import annotations
 import math, warnings
 from collections import OrderedDict
 from dataclasses import dataclass, asdict
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -236,7 +237,9 @@ def check_codes(codes, # (B, n_q, N) integer codes: a tensor or a NumPy array
                 min_frames: int = 1, # fewest frames an item may have (0 lets empty items through)
                ) -> tuple[Tensor, list[int]]: # (B, n_q, N) int64, frames per item
     "Validated codes and the number of frames of each item; nothing but `PAD_CODE` after them, no `PAD_CODE` inside."
-    if hasattr(codes, "__array_interface__") and not torch.is_tensor(codes): codes = torch.from_numpy(codes)
+    if hasattr(codes, "__array_interface__") and not torch.is_tensor(codes):
+        codes = np.asarray(codes)
+        codes = torch.from_numpy(codes.astype(codes.dtype.newbyteorder("="), copy=False))  # big-endian arrays too
     if not torch.is_tensor(codes): raise ValueError(f"expected codes as a tensor or NumPy array (B, n_q, N), got {type(codes).__name__}")
     if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
         raise ValueError(f"expected integer codes, got {codes.dtype}")

@@ -104,7 +104,7 @@ def _read_npz(path: Path, codes: bool):
             _check_meta(meta, header, path)
             return meta, header, _npy_array(zf, "codes.npy", header) if codes else None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, ValueError, TypeError, AttributeError, NotImplementedError,
-            OSError) as e:  # OSError: a mangled central directory can send zipfile to a negative offset
+            OSError, RuntimeError, RecursionError) as e:  # a mangled directory's bad offset, an encrypted member, nested JSON
         msg = " ".join(str(e).split()) or type(e).__name__
         raise ValueError(msg if msg.startswith(f"token file {path}") else f"{path} is not a rotvq token file (an .npz with 'codes' and 'meta'): {msg}") from None
 
@@ -117,8 +117,8 @@ def _check_meta(meta: dict, header: tuple, path: Path):
         raise bad(f"format_version in {READABLE_VERSIONS} (an integer: this rotvq-audio reads those versions), got {v!r}")
     if not all(isinstance(meta[k], str) for k in ("model", "model_hash")): raise bad("model and model_hash as strings")
     if v >= 2 and not isinstance(meta.get("tokenizer_hash"), str): raise bad("a tokenizer_hash string (format version 2)")
-    for k, lo in (("sample_rate", 1), ("codebook_size", 2), ("n_q", 1)):
-        if type(meta[k]) is not int or meta[k] < lo: raise bad(f"{k} an integer ≥ {lo}, got {meta[k]!r}")
+    for k, lo, hi in (("sample_rate", 1, 10**7), ("codebook_size", 2, 2**31), ("n_q", 1, 2**16)):
+        if type(meta[k]) is not int or not lo <= meta[k] <= hi: raise bad(f"{k} an integer in [{lo}, {hi}], got {str(meta[k])[:20]}")
     sr, fr = meta["sample_rate"], meta["frame_rate"]
     if type(fr) not in (int, float) or not 0 < fr <= sr or abs(sr / fr - round(sr / fr)) > 1e-6:
         raise bad(f"frame_rate a number dividing sample_rate {sr} into whole samples per frame, got {fr!r}")

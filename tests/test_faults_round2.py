@@ -310,3 +310,50 @@ def test_a_rerun_redoes_a_damaged_or_foreign_shard(work, tmp_path, damage):
     assert pq.read_table(shard).to_pylist() == good
     meta = lm_export(str(tok), str(tmp_path / "lm"), val_fraction=0)
     assert meta["clips"]["train"]["ids"] == ["c0", "c1"]  # each clip once
+
+
+# 21. one line that says what is wrong -------------------------------------------------------------------------------
+
+def test_a_manifest_saved_with_a_byte_order_mark_reads(tmp_path):
+    from rotvq_audio.corpus import list_inputs
+    from rotvq_audio.data import read_manifest
+    sf.write(tmp_path / "a.wav", np.zeros(1600, np.float32), 16000)
+    (tmp_path / "m.csv").write_text("path,duration\na.wav,0.1\n", encoding="utf-8-sig")
+    assert [r["path"] for r in read_manifest(tmp_path / "m.csv")] == [str(tmp_path / "a.wav")]
+    assert [i.id for i in list_inputs(str(tmp_path / "m.csv"))] == ["a"]
+
+
+def test_a_pipe_is_named_as_a_pipe_not_as_an_empty_file(tmp_path):
+    from rotvq_audio.data import AudioError, load_audio
+    os.mkfifo(tmp_path / "fifo.wav")
+    with pytest.raises(AudioError, match="pipes and devices are not read"): load_audio(tmp_path / "fifo.wav")
+
+
+def test_encoding_a_missing_input_names_the_input(work, tmp_path):
+    one_line_error(*run("encode", tmp_path / "missing_dir", tmp_path / "out", "--model", work / "tiny")[::2], "no input file or folder at")
+
+
+def test_big_endian_codes_decode_like_native_ones(codec):
+    codes = codec.encode(np.zeros(3200, np.float32), 16000).numpy()
+    a = codec.decode(codes.astype(">i2")); b = codec.decode(codes)
+    assert torch.equal(a, b)
+
+
+def test_a_sample_rate_of_10_to_the_400_is_one_value_error(work, tmp_path):
+    with np.load(work / "clip.npz") as z: c, m = z["codes"], json.loads(str(z["meta"]))
+    m["sample_rate"] = 10**400
+    np.savez(tmp_path / "t.npz", codes=c, meta=np.array(json.dumps(m)))
+    with pytest.raises(ValueError, match=r"sample_rate an integer in \[1, 10000000\]"): load_tokens(tmp_path / "t.npz")
+
+
+def test_metadata_nested_past_the_parsers_limit_is_one_value_error(work, tmp_path):
+    with np.load(work / "clip.npz") as z: c = z["codes"]
+    np.savez(tmp_path / "deep.npz", codes=c, meta=np.array('{"a": ' + "[" * 100000 + "]" * 100000 + "}"))
+    with pytest.raises(ValueError, match="not a rotvq token file"): load_tokens(tmp_path / "deep.npz")
+
+
+def test_codec_options_are_refused_in_one_line(work):
+    with pytest.raises(ValueError, match="chunk_seconds a finite number > 0, got nan"):
+        Codec(CodecModel(CodecConfig.tiny()), chunk_seconds=float("nan"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="expected a CUDA GPU for device='cuda'"): Codec.from_pretrained(work / "tiny", device="cuda")
