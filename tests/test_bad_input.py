@@ -6,22 +6,13 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import run_rotvq as run  # `rotvq ARGS` in-process: (status, stdout, stderr)
+from conftest import npy_header, zero_token_file, run_rotvq as run  # `rotvq ARGS` in-process: (status, stdout, stderr)
 from rotvq_audio.codec import CodecConfig, CodecModel
 from rotvq_audio.api import Codec, load_tokens, token_file_header
 
 torch.set_num_threads(2)
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    "A tiny model, a clip and its token file."
-    d = tmp_path_factory.mktemp("bad")
-    torch.manual_seed(0)
-    CodecModel(CodecConfig.tiny()).save_pretrained(d / "tiny")
-    sf.write(d / "clip.wav", (np.random.default_rng(0).standard_normal(20000) * 0.1).astype(np.float32), 16000)
-    assert run("encode", d / "clip.wav", d / "clip.npz", "--model", d / "tiny")[0] == 0
-    return d
 
 
 
@@ -131,15 +122,11 @@ def _npz(path, codes_npy: bytes, meta: dict):
     return path
 
 
-def _npy_header(shape, descr="<i2"):
-    h = repr({"descr": descr, "fortran_order": False, "shape": tuple(shape)}).encode()
-    h = h + b" " * (-(len(h) + 11) % 64) + b"\n"
-    return b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h
 
 
 def test_a_header_claiming_50M_frames_over_a_few_bytes_is_refused(work, tmp_path):
     meta = _meta_member(work) | {"lengths": [50_000_000 * 320], "n_q": 12}
-    bomb = _npz(tmp_path / "bomb.npz", _npy_header((1, 12, 50_000_000)) + bytes(4096), meta)
+    bomb = _npz(tmp_path / "bomb.npz", npy_header((1, 12, 50_000_000)) + bytes(4096), meta)
     for argv in (("info", bomb), ("decode", bomb, tmp_path / "o.wav", "--model", work / "tiny")):
         one_line_error(*run(*argv)[::2], "header claims shape (1, 12, 50000000)")
 
@@ -156,13 +143,7 @@ def test_info_on_a_genuinely_huge_token_file_reads_only_its_headers(work, tmp_pa
     "8 M frames of zeros compress to ~0.2 MB; `info` answers from the headers and never inflates the 192 MB."
     n = 8_000_000
     meta = _meta_member(work) | {"lengths": [n * 320], "n_q": 12}
-    path = tmp_path / "huge.npz"
-    buf = io.BytesIO(); np.save(buf, np.array(json.dumps(meta)))
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        with zf.open("codes.npy", "w", force_zip64=True) as f:
-            f.write(_npy_header((1, 12, n))); zero, left = bytes(1 << 24), 12 * n * 2
-            while left: f.write(zero[:min(left, len(zero))]); left -= min(left, len(zero))
-        zf.writestr("meta.npy", buf.getvalue())
+    path = zero_token_file(tmp_path / "huge.npz", meta, (1, 12, n))
     assert path.stat().st_size < 2e6
     meta_read, shape = token_file_header(path)
     assert shape == (1, 12, n) and meta_read["lengths"] == [n * 320]

@@ -7,21 +7,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import run_rotvq as run  # `rotvq ARGS` in-process: (status, stdout, stderr)
+from conftest import npy_header, zero_token_file, run_rotvq as run  # `rotvq ARGS` in-process: (status, stdout, stderr)
 from rotvq_audio.api import Codec
 from rotvq_audio.codec import CodecConfig, CodecModel
 from rotvq_audio.tokenfile import Tokens, load_tokens, save_tokens
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    "A tiny model, a clip and its token file."
-    d = tmp_path_factory.mktemp("round2")
-    torch.manual_seed(0)
-    CodecModel(CodecConfig.tiny()).save_pretrained(d / "tiny")
-    sf.write(d / "clip.wav", (np.random.default_rng(0).standard_normal(20000) * 0.1).astype(np.float32), 16000)
-    assert run("encode", d / "clip.wav", d / "clip.npz", "--model", d / "tiny")[0] == 0
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +52,6 @@ def test_odd_rates_resample_quickly_to_the_right_length(sr):
 
 # 2. decode checks the header and the model before it allocates --------------------------------------------------------
 
-def _npy_header(shape, descr="<i2"):
-    h = repr({"descr": descr, "fortran_order": False, "shape": tuple(shape)}).encode()
-    h = h + b" " * (-(len(h) + 11) % 64) + b"\n"
-    return b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h
 
 
 def test_decode_refuses_another_models_huge_file_before_reading_its_codes(work, tmp_path):
@@ -72,13 +59,7 @@ def test_decode_refuses_another_models_huge_file_before_reading_its_codes(work, 
     n = 8_000_000
     with zipfile.ZipFile(work / "clip.npz") as zf: meta = json.loads(np.load(io.BytesIO(zf.read("meta.npy"))).item())
     meta |= {"lengths": [n * 320], "n_q": 12, "tokenizer_hash": "0" * 64, "model": "another"}
-    path = tmp_path / "huge.npz"
-    buf = io.BytesIO(); np.save(buf, np.array(json.dumps(meta)))
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-        with zf.open("codes.npy", "w", force_zip64=True) as f:
-            f.write(_npy_header((1, 12, n))); zero, left = bytes(1 << 24), 12 * n * 2
-            while left: f.write(zero[:min(left, len(zero))]); left -= min(left, len(zero))
-        zf.writestr("meta.npy", buf.getvalue())
+    path = zero_token_file(tmp_path / "huge.npz", meta, (1, 12, n))
     one_line_error(*run("decode", path, tmp_path / "o.wav", "--model", work / "tiny")[::2], "were made by model 'another'")
     base = peak_rss_mb(f"import rotvq_audio.cli; from rotvq_audio.api import Codec; Codec.from_pretrained({str(work / 'tiny')!r})")
     code = (f"from rotvq_audio.cli import main; assert main(['decode', {str(path)!r}, {str(tmp_path / 'o.wav')!r}, "
