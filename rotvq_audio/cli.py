@@ -59,7 +59,7 @@ def encode_file(codec: Codec, src, # audio file
                 dst, # token file to write
                 kbps: float = None) -> Tokens:
     "Encode one audio file into a token file."
-    if not Path(src).exists(): raise FileNotFoundError(f"no input file or folder at {src}")  # before any word on the output
+    if not Path(src).exists(): raise FileNotFoundError(f"the input {src} does not exist")  # named before any word on the output
     check_output(src, dst, (".npz",))
     wav = load_audio(src, codec.sample_rate) # (T,)
     t = codec.tokens(codec.encode(wav, codec.sample_rate, kbps=kbps), len(wav))

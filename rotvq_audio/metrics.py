@@ -94,6 +94,8 @@ def stoi(ref, # reference (clean) audio, (T,) / (1, T) / (1, 1, T)
     if on_error not in ("raise", "nan"): raise ValueError(f"on_error must be 'raise' or 'nan', got {on_error!r}")
     ref, deg = align(as_mono(ref, "ref"), as_mono(deg, "deg"))
     if not np.any(ref): return _failed("STOI: the reference is silent (all zeros)", on_error)
+    if len(ref) * 10000 < 256 * sample_rate:  # shorter than one of pystoi's frames (256 at 10 kHz): it would crash, not warn
+        return _failed(f"STOI needs about 0.4 s of non-silent speech, got {len(ref)/sample_rate:.4f} s of audio", on_error)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         score = pystoi_stoi(ref, deg, sample_rate, extended=extended)

@@ -5,7 +5,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("architecture", ROOT/".ci"/"architecture.py")
 A = importlib.util.module_from_spec(spec); spec.loader.exec_module(A)
-MAX_LINES = 450  # the limit a module grows to before it is split into concepts
+MAX_LINES = 600  # an alarm, not a budget: a module this long likely holds two concepts (split by concept, never by packing lines)
 
 
 def test_every_module_has_a_place_in_the_flow():

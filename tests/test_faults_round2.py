@@ -311,7 +311,7 @@ def test_a_pipe_is_named_as_a_pipe_not_as_an_empty_file(tmp_path):
 
 
 def test_encoding_a_missing_input_names_the_input(work, tmp_path):
-    one_line_error(*run("encode", tmp_path / "missing_dir", tmp_path / "out", "--model", work / "tiny")[::2], "no input file or folder at")
+    one_line_error(*run("encode", tmp_path / "missing_dir", tmp_path / "out", "--model", work / "tiny")[::2], "missing_dir does not exist")
 
 
 def test_big_endian_codes_decode_like_native_ones(codec):
@@ -338,3 +338,11 @@ def test_codec_options_are_refused_in_one_line(work):
         Codec(CodecModel(CodecConfig.tiny()), chunk_seconds=float("nan"))
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="expected a CUDA GPU for device='cuda'"): Codec.from_pretrained(work / "tiny", device="cuda")
+
+
+def test_the_demo_on_a_one_sample_clip_reports_scores_as_not_available(work, tmp_path):
+    sf.write(tmp_path / "one.wav", np.full(1, 0.1, np.float32), 16000)
+    code, out, err = run("demo", tmp_path / "one.wav", "--model", work / "tiny", "--out", tmp_path / "d")
+    assert code == 0 and "n/a" in out, err
+    from rotvq_audio.metrics import stoi
+    with pytest.raises(ValueError, match="STOI needs about 0.4 s"): stoi(np.full(100, 0.1), np.full(100, 0.1))
