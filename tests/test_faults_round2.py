@@ -346,3 +346,8 @@ def test_the_demo_on_a_one_sample_clip_reports_scores_as_not_available(work, tmp
     assert code == 0 and "n/a" in out, err
     from rotvq_audio.metrics import stoi
     with pytest.raises(ValueError, match="STOI needs about 0.4 s"): stoi(np.full(100, 0.1), np.full(100, 0.1))
+
+
+@pytest.mark.parametrize("device, needle", [("meta", "got 'meta'"), ("gpu0", "expected a device such as 'cpu' or 'cuda', got 'gpu0'")])
+def test_a_device_that_cannot_hold_the_model_is_one_value_error(work, device, needle):
+    with pytest.raises(ValueError, match=needle): Codec.from_pretrained(work / "tiny", device=device)
