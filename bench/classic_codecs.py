@@ -85,9 +85,11 @@ def codec2(mode):
 
 def original_row(items):
     "DNSMOS of the uncoded clips, scored here on one thread and timed: the row every codec's DNSMOS is read against."
-    t0, scores = time.perf_counter(), []
-    for i, item in enumerate(items): scores.append(dnsmos(load_item(item, SR, name=f"#{i}")[0], SR, on_error="nan"))
-    seconds, audio = time.perf_counter() - t0, sum(load_item(it, SR)[0].shape[-1] for it in items) / SR
+    t0, scores, audio = time.perf_counter(), [], 0.0
+    for i, item in enumerate(items):
+        x = load_item(item, SR, name=f"#{i}")[0]  # (1, 1, T)
+        scores.append(dnsmos(x, SR, on_error="nan")); audio += x.shape[-1] / SR
+    seconds = time.perf_counter() - t0
     means = {f"dnsmos_{k}": float(np.nanmean([getattr(s, k) for s in scores])) for k in ("sig", "bak", "ovrl")}
     cost = dict(seconds_per_clip=round(seconds / len(items), 3), seconds_per_audio_second=round(seconds / audio, 4))
     return dict(codec="original (uncoded)", kbps=None, effective_kbps=None, means=means, failed={}, cost=cost)

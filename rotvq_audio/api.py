@@ -148,7 +148,7 @@ def from_pretrained(cls: Codec, path=None, # None: the bundled model; a folder; 
     try: kind = torch.device(device).type
     except (RuntimeError, TypeError): raise ValueError(f"expected a device such as 'cpu' or 'cuda', got {device!r}") from None
     if kind == "meta": raise ValueError("expected a device that holds weights ('cpu' or 'cuda'), got 'meta'")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
+    if kind == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"expected a CUDA GPU for device={device!r}, but torch sees none on this machine; use device='cpu'")
     folder, name = _resolve_model(path)
     return cls(CodecModel.from_pretrained(folder, map_location=device), name=name, **kwargs)

@@ -17,7 +17,7 @@ from .core import atomic_write, command_parser, dashed
 from .codec import bundled_model_dir
 from .data import AudioError, AUDIO_EXTS, load_audio
 from .metrics import pesq_wb, stoi, codebook_metrics
-from .api import Codec, Tokens, save_tokens, load_tokens, token_file_header
+from .api import Codec, Tokens, save_tokens, token_file_header
 from .corpus import tokenize, lm_export
 
 # %% auto #0
@@ -73,10 +73,9 @@ def decode_file(codec: Codec, src, # token file
     "Decode a one-item token file into a WAV file."
     if not Path(src).exists(): raise FileNotFoundError(f"no token file or folder at {src}")
     check_output(src, dst, (".wav",))
-    meta, (B, _, _) = token_file_header(src)  # the header and the model first, then the codes
+    _, (B, _, _) = token_file_header(src)  # the header first; decode_tokens checks the tokenizer before the codes
     if B != 1: raise ValueError(f"expected a token file of one clip, {src} holds {B}; decode it with Codec.decode_tokens")
-    codec.check_tokens(meta, f" in {src}")
-    audio = codec.decode_tokens(load_tokens(src))
+    audio = codec.decode_tokens(src)
     write_wav(dst, audio, codec.sample_rate)
     return audio
 

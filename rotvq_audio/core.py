@@ -106,7 +106,7 @@ def check_field(value, # the value given
     base, rules = (hint.__origin__, hint.__metadata__) if typing.get_origin(hint) is typing.Annotated else (hint, ())
     union = typing.get_origin(base) in (typing.Union, types.UnionType)
     kinds = [k for k in (typing.get_args(base) if union else (base,)) if k is not type(None)]
-    if value is None and (len(kinds) < (len(typing.get_args(base)) if union else 1)): return value
+    if value is None and union and type(None) in typing.get_args(base): return value  # `X|None` fields
     if not any(_is_kind(value, k) for k in kinds):
         want = " or ".join(_KIND_NAMES.get(typing.get_origin(k) or k, getattr(k, "__name__", str(k))) for k in kinds)
         raise ValueError(f"expected {name} {want}, got {value!r}")

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib import resources
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -182,10 +183,10 @@ def dnsmos_available() -> bool:
 @lru_cache(maxsize=1)
 def dnsmos_session():
     "The DNSMOS P.835 ONNX model from `speechmos`, on onnxruntime with one thread."
-    try: import onnxruntime as ort; from speechmos import dnsmos as package
-    except ImportError: raise ImportError("DNSMOS needs the mos extra: pip install 'rotvq-audio[mos]'") from None
+    if not dnsmos_available(): raise ImportError("DNSMOS needs the mos extra: pip install 'rotvq-audio[mos]'")
+    import onnxruntime as ort  # the model file is read from the speechmos package without importing its code (librosa)
     opts = ort.SessionOptions(); opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    model = Path(package.__file__).parent / "dnsmos_models" / "sig_bak_ovr.onnx"
+    model = resources.files("speechmos") / "dnsmos_models" / "sig_bak_ovr.onnx"
     return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
 
 # %% ../nbs/02_metrics.ipynb #54084021
