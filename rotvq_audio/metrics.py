@@ -183,10 +183,10 @@ def dnsmos_available() -> bool:
 @lru_cache(maxsize=1)
 def dnsmos_session():
     "The DNSMOS P.835 ONNX model from `speechmos`, on onnxruntime with one thread."
-    if not dnsmos_available(): raise ImportError("DNSMOS needs the mos extra: pip install 'rotvq-audio[mos]'")
-    import onnxruntime as ort  # the model file is read from the speechmos package without importing its code (librosa)
+    try: import onnxruntime as ort, speechmos  # speechmos/__init__ is empty: its librosa-based code is not imported
+    except ImportError: raise ImportError("DNSMOS needs the mos extra: pip install 'rotvq-audio[mos]'") from None
     opts = ort.SessionOptions(); opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    model = resources.files("speechmos") / "dnsmos_models" / "sig_bak_ovr.onnx"
+    model = resources.files(speechmos) / "dnsmos_models" / "sig_bak_ovr.onnx"  # only the model file is read
     return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
 
 # %% ../nbs/02_metrics.ipynb #54084021
