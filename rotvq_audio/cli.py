@@ -13,7 +13,7 @@ import numpy as np
 import soundfile as sf
 import torch
 from tqdm.auto import tqdm
-from .core import atomic_write, command_parser, dashed
+from .core import atomic_write, command_parser, dashed, one_line_warnings
 from .codec import bundled_model_dir
 from .data import AudioError, AUDIO_EXTS, load_audio
 from .metrics import pesq_wb, stoi, codebook_metrics
@@ -279,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list | None = None) -> int:
     "Entry point of `rotvq`."
     a = vars(build_parser().parse_args(dashed(sys.argv[1:] if argv is None else argv)))
-    try: return COMMANDS[a.pop("command")][0](**a)
+    try:
+        with one_line_warnings("rotvq"): return COMMANDS[a.pop("command")][0](**a)
     except KeyboardInterrupt: print("rotvq: interrupted", file=sys.stderr); return 130
     except (AudioError, ValueError, TypeError, OSError) as e: # FileNotFoundError is an OSError
         print(f"rotvq: error: {_one_line(e)}", file=sys.stderr); return 2

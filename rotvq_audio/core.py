@@ -6,7 +6,7 @@ Docs: https://rotvq.github.io/rotvq-audio/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #20045cc6
 from __future__ import annotations
-import argparse, contextlib, ctypes, dataclasses, errno, inspect, json, math, os, signal, stat, tempfile, threading, types, typing
+import argparse, contextlib, ctypes, dataclasses, errno, inspect, json, math, os, signal, stat, sys, tempfile, threading, types, typing, warnings
 from pathlib import Path
 import torch
 import torch.distributed as dist
@@ -16,7 +16,8 @@ from fastcore.docments import docments
 # %% auto #0
 __all__ = ['umask', 'fsync_paths', 'atomic_write', 'open_no_link', 'Range', 'OneOf', 'check_field', 'check_fields',
            'config_from_dict', 'config_to_dict', 'leaf_paths', 'override', 'distributed', 'all_reduce_', 'broadcast_',
-           'unwrap', 'Dist', 'die_with_parent', 'setup_dist', 'StopRequest', 'tf32', 'dashed', 'command_parser']
+           'unwrap', 'Dist', 'die_with_parent', 'setup_dist', 'StopRequest', 'tf32', 'dashed', 'command_parser',
+           'one_line_warnings']
 
 # %% ../nbs/00_core.ipynb #2a511ef3
 def umask() -> int:
@@ -276,3 +277,13 @@ def command_parser(func, # a function whose parameters (with docments) are the c
             p.add_argument(*[s for s in (short.get(name),) if s], f"--{name.replace('_', '-')}", dest=name, type=t if t in (int, float, str) else None,
                            default=None if default is inspect.Parameter.empty else default, required=default is inspect.Parameter.empty, **kw)
     return p
+
+# %% ../nbs/00_core.ipynb #9cc9c34b
+@contextlib.contextmanager
+def one_line_warnings(prog:str): # the command's name, the start of each line
+    "Inside the block, every warning is printed to stderr as `PROG: warning: message` on one line."
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prog}: warning: {' | '.join(str(message).splitlines())}", file=sys.stderr)
+    with warnings.catch_warnings():  # restores the display on the way out
+        warnings.showwarning = show
+        yield

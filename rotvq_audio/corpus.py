@@ -16,14 +16,15 @@ import torch
 import pyarrow as pa
 import pyarrow.parquet as pq
 from .core import atomic_write, setup_dist, distributed, check_field, config_from_dict, Range
-from .data import AUDIO_EXTS, AudioError, read_audio, resample
+from .data import AUDIO_EXTS, AudioError, read_audio, read_rows, resample
 from .api import Codec
 from .lm_tokens import AudioTokenizer
 
 # %% auto #0
-__all__ = ['SETTINGS_NAME', 'Item', 'list_inputs', 'check_unique_ids', 'CorpusSettings', 'corpus_settings', 'check_out_dir',
-           'shard_path', 'shard_schema', 'write_shard', 'shard_errors', 'shard_holds', 'Blocks', 'bucket',
-           'encode_batches', 'TokenizeSummary', 'tokenize', 'write_errors', 'read_corpus', 'is_val', 'lm_export']
+__all__ = ['SETTINGS_NAME', 'Item', 'list_inputs', 'check_unique_ids', 'escaped', 'utf8_inputs', 'CorpusSettings',
+           'corpus_settings', 'check_out_dir', 'shard_path', 'shard_schema', 'write_shard', 'shard_errors',
+           'shard_holds', 'Blocks', 'bucket', 'encode_batches', 'TokenizeSummary', 'tokenize', 'write_errors',
+           'read_corpus', 'is_val', 'lm_export']
 
 # %% ../nbs/08c_corpus.ipynb #74cb6631
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def list_inputs(source: str, # a folder (searched recursively), a glob, or a man
     "The inputs of a corpus run, in a fixed order: sorted paths, or the manifest's order."
     src = Path(source)
     if src.suffix.lower() == ".csv" and src.is_file():
-        with open(src, newline="", encoding="utf-8-sig") as f: rows = list(csv.DictReader(f))
+        rows = read_rows(src)
         if rows and "path" not in rows[0]: raise ValueError(f"expected a `path` column in manifest {src}, got columns {list(rows[0])}")
         items = [Item(r.get("id") or Path(r["path"]).with_suffix("").as_posix(),
                       str(src.parent / r["path"]) if not Path(r["path"]).is_absolute() else r["path"]) for r in rows]
@@ -63,6 +64,19 @@ def check_unique_ids(items: list[Item]) -> list[Item]:
         if (other := seen.setdefault(i.id, i.path)) != i.path:
             raise ValueError(f"inputs {other} and {i.path} would both get the id {i.id!r}: rename or move one")
     return items
+
+# %% ../nbs/08c_corpus.ipynb #c09fc0c1
+def escaped(name: str) -> str:
+    "`name` with the bytes that are not UTF-8 written as `\\xNN`."
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+def utf8_inputs(items: list[Item]) -> tuple[list[Item], list[tuple]]:
+    "The inputs whose id and path are UTF-8, and (id, path, reason) of the others, escaped."
+    ok, refused = [], []
+    for i in items:
+        try: i.id.encode(), i.path.encode(); ok.append(i)
+        except UnicodeEncodeError: refused.append((escaped(i.id), escaped(i.path), "the file name is not UTF-8: rename it"))
+    return ok, refused
 
 # %% ../nbs/08c_corpus.ipynb #d96a02dd
 @dataclass
@@ -99,7 +113,8 @@ def check_out_dir(out: Path, settings: CorpusSettings):
     "Refuse a folder that holds shards of other settings; record these settings in a new one."
     f = out / SETTINGS_NAME
     if f.exists():
-        old = json.loads(f.read_text())
+        try: old = json.loads(f.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{f} is not valid JSON: {e}") from None
         diff = [k for k, v in asdict(settings).items() if k != "package_version" and old.get(k) != v]
         if diff:
             short = lambda k, v: v[:12] if k.endswith("hash") and isinstance(v, str) else v
@@ -200,8 +215,8 @@ def tokenize(source: str, # folder, glob, or manifest .csv with a `path` (and op
     n_q = codec.n_q_for(kbps, n_q)
     for name, v, lo in (("shard_size", shard_size, 1), ("batch_size", batch_size, 1), ("num_workers", num_workers, 0)):
         check_field(v, Annotated[int|None, Range(lo)], name)
-    items = list_inputs(source)
-    if not items: raise ValueError(f"no audio files in {source}")
+    items, unnamed = utf8_inputs(list_inputs(source))
+    if not items: raise ValueError(f"no audio files in {source}" + (f" whose names are UTF-8 (first: {unnamed[0][1]})" if unnamed else ""))
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     settings = corpus_settings(codec, items, n_q, shard_size)
     if d.main: check_out_dir(out, settings)
@@ -236,14 +251,14 @@ def tokenize(source: str, # folder, glob, or manifest .csv with a `path` (and op
                 rows, errs, written = {}, [], written + 1
     if bar is not None: bar.close()
     if distributed(): torch.distributed.barrier()
-    n_err = write_errors(out, settings.n_shards) if d.main else 0
+    n_err = write_errors(out, settings.n_shards, unnamed) if d.main else 0
     return TokenizeSummary(str(out), settings.n_shards, written, len(mine) - len(todo), n_items, n_err, round(hours, 4),
                            round(time.time() - t0, 2))
 
 # %% ../nbs/08c_corpus.ipynb #63679bd6
-def write_errors(out: Path, n_shards: int) -> int:
-    "Gather every shard's unreadable inputs into `errors.csv`; their number (shards not written yet are skipped)."
-    errs = [e for k in range(n_shards) if shard_path(out, k).exists() for e in shard_errors(shard_path(out, k))]
+def write_errors(out: Path, n_shards: int, unnamed: list = ()) -> int:
+    "Gather the `unnamed` inputs and every shard's unreadable ones into `errors.csv`; their number (shards not written yet are skipped)."
+    errs = [*unnamed, *(e for k in range(n_shards) if shard_path(out, k).exists() for e in shard_errors(shard_path(out, k)))]
     buf = io.StringIO(); w = csv.writer(buf); w.writerow(["id", "path", "reason"]); w.writerows(errs)
     atomic_write(out / "errors.csv", buf.getvalue())
     return len(errs)

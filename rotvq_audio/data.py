@@ -23,9 +23,10 @@ from .core import atomic_write, command_parser, dashed
 # %% auto #0
 __all__ = ['MAX_SINC_RATIO', 'AUDIO_EXTS', 'NARROWBAND_SOURCES', 'AudioError', 'check_audio_path', 'audio_info', 'read_audio',
            'sample_rate_of', 'resample_soxr', 'resample', 'load_audio', 'scan_audio', 'write_manifest',
-           'build_manifest', 'read_manifest', 'speaker_split', 'default_speech_dir', 'speech_split', 'corpus_dir',
-           'rms_db', 'crop_start', 'SpeechDataset', 'collate', 'StepSampler', 'EpochCrops', 'as_float',
-           'channels_first', 'prepare_clip', 'as_clips', 'manifest_summary', 'manifest_command', 'main']
+           'build_manifest', 'read_rows', 'as_number', 'read_manifest', 'speaker_split', 'default_speech_dir',
+           'speech_split', 'corpus_dir', 'rms_db', 'crop_start', 'SpeechDataset', 'collate', 'StepSampler',
+           'EpochCrops', 'as_float', 'channels_first', 'prepare_clip', 'as_clips', 'manifest_summary',
+           'manifest_command', 'main']
 
 # %% ../nbs/01_data.ipynb #437c0d34
 class AudioError(ValueError):
@@ -181,6 +182,24 @@ def build_manifest(root: str | os.PathLike,              # folder searched recur
         write_manifest([{**r, 'path': rel(r['path'])} for r in rows], out)
     return rows
 
+# %% ../nbs/01_data.ipynb #0797d886
+def read_rows(path: Path, # a `.csv` (header first) or `.jsonl` file
+             ) -> list[dict]:
+    "The rows of `path` as dicts, every malformed row refused by file and row number."
+    try:
+        with open(path, newline='', encoding='utf-8-sig') as f:  # a byte-order mark is not part of the first column's name
+            rows = [json.loads(l) for l in f if l.strip()] if path.suffix.lower() == '.jsonl' else list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error, json.JSONDecodeError) as e: raise ValueError(f"{path} cannot be read: {e}") from None
+    for n, r in enumerate(rows, 1):
+        if not isinstance(r, dict) or None in r or None in r.values():
+            raise ValueError(f"{path}, row {n}: expected one value per column of the header, got {r!r:.80}")
+    return rows
+
+def as_number(v, what: str) -> float:
+    "`float(v)`, or a ValueError that says `what` was not a number."
+    try: return float(v)
+    except (TypeError, ValueError): raise ValueError(f"{what}: expected a number, got {v!r:.40}") from None
+
 # %% ../nbs/01_data.ipynb #26300153
 def read_manifest(path: str | os.PathLike,            # `.csv` or `.jsonl` manifest
                   root: str | os.PathLike | None = None, # base for relative paths (default: the manifest's folder)
@@ -188,13 +207,11 @@ def read_manifest(path: str | os.PathLike,            # `.csv` or `.jsonl` manif
     "Rows of a CSV/JSONL manifest with absolute `path` and float `duration`."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"expected a manifest file, but {path} does not exist")
-    with open(path, newline='', encoding='utf-8-sig') as f:  # a byte-order mark is not part of the first column's name
-        rows = [json.loads(l) for l in f if l.strip()] if path.suffix.lower() == '.jsonl' else list(csv.DictReader(f))
-    base = Path(root) if root is not None else path.parent
-    for r in rows:
+    rows, base = read_rows(path), Path(root) if root is not None else path.parent
+    for n, r in enumerate(rows, 1):
         if 'path' not in r: raise ValueError(f"expected a 'path' column in {path}, got {sorted(r)}")
         if 'duration_s' in r and 'duration' not in r: r['duration'] = r.pop('duration_s')
-        if 'duration' in r: r['duration'] = float(r['duration'])
+        if 'duration' in r: r['duration'] = as_number(r['duration'], f"{path}, row {n}: duration")
         r['path'] = str((base / r['path']).resolve())
     return rows
 

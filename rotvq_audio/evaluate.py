@@ -16,7 +16,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 
 from typing import Annotated
-from .core import atomic_write, dashed, command_parser, check_field, Range
+from .core import atomic_write, dashed, command_parser, check_field, one_line_warnings, Range
 from .codec import CodecModel, bundled_model_dir
 from .data import speech_split, read_manifest, scan_audio, AUDIO_EXTS
 from .metrics import evaluate, EvalResult, DNSMOS_METRICS, dnsmos_available
@@ -242,7 +242,8 @@ def run_eval(model:str, # save_pretrained folder or training run folder
 def main(argv:list|None=None) -> int:
     "Entry point of `rotvq-eval`."
     args = vars(command_parser(run_eval, "rotvq-eval", pos=["model", "data"]).parse_args(dashed(sys.argv[1:] if argv is None else argv)))
-    try: run_eval(**args)
+    try:
+        with one_line_warnings("rotvq-eval"): run_eval(**args)
     except KeyboardInterrupt: print("rotvq-eval: interrupted", file=sys.stderr); return 130
     except Exception as e: # bad model folder, bad data, full disk: one line, exit 2, no traceback
         msg = " | ".join(str(e).splitlines()) or type(e).__name__

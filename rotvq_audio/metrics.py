@@ -132,14 +132,15 @@ def mel_transform(sample_rate:int, win_length:int, n_mels:int):
 def mel_distance(ref, # reference, (T,), (B, T) or (B, 1, T)
                  deg, # estimate, same shape
                  sample_rate=16000, # rate of both signals
-                 resolutions=DAC_MEL_RESOLUTIONS): # (window length, n_mels) pairs
+                 resolutions=DAC_MEL_RESOLUTIONS, # (window length, n_mels) pairs
+                 on_error="raise"): # "raise": ValueError on a clip shorter than half the longest window; "nan": nan
     "Mean over `resolutions` (and the batch) of the L1 distance between log10 mel spectrograms."
     ref, deg = (torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().to("cpu", torch.float32)
                 for x in (ref, deg))
     ref, deg = align(ref.reshape(-1, ref.shape[-1]), deg.reshape(-1, deg.shape[-1]))  # (B, T)
     longest = max(w for w, _ in resolutions)
     if ref.shape[-1] <= longest // 2:
-        raise ValueError(f"mel_distance needs more than {longest // 2} samples for a {longest}-sample window, got {ref.shape[-1]}")
+        return _failed(f"mel_distance needs more than {longest // 2} samples for a {longest}-sample window, got {ref.shape[-1]}", on_error)
     with torch.inference_mode():
         dists = [(mel(ref).clamp(min=1e-5).log10() - mel(deg).clamp(min=1e-5).log10()).abs().mean()
                  for mel in (mel_transform(sample_rate, w, m) for w, m in resolutions)]
@@ -234,7 +235,7 @@ def load_item(item, # tensor/array (T,) or (1, T), a path, or a row with `audio`
 METRICS = dict(pesq_wb=pesq_wb, pesq_nb=pesq_nb, stoi=stoi,
                estoi=lambda ref, deg, sample_rate, on_error: stoi(ref, deg, sample_rate, True, on_error),
                si_sdr=lambda ref, deg, sample_rate, on_error: si_sdr(ref, deg),
-               mel_distance=lambda ref, deg, sample_rate, on_error: mel_distance(ref, deg, sample_rate),
+               mel_distance=lambda ref, deg, sample_rate, on_error: mel_distance(ref, deg, sample_rate, on_error=on_error),
                **{f"dnsmos_{k}": lambda ref, deg, sample_rate, on_error, k=k: getattr(dnsmos(deg, sample_rate, on_error), k)
                   for k in ("sig", "bak", "ovrl")})
 WORKER_METRICS = ("pesq_wb", "pesq_nb", "stoi", "estoi", "dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")  # CPU-bound, no torch

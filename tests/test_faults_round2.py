@@ -351,3 +351,57 @@ def test_the_demo_on_a_one_sample_clip_reports_scores_as_not_available(work, tmp
 @pytest.mark.parametrize("device, needle", [("meta", "got 'meta'"), ("gpu0", "expected a device such as 'cpu' or 'cuda', got 'gpu0'")])
 def test_a_device_that_cannot_hold_the_model_is_one_value_error(work, device, needle):
     with pytest.raises(ValueError, match=needle): Codec.from_pretrained(work / "tiny", device=device)
+
+
+def test_a_file_name_that_is_not_utf8_goes_to_errors_csv_and_the_others_are_tokenized(work, tmp_path):
+    import pyarrow.parquet as pq
+    (tmp_path / "in").mkdir()
+    sf.write(tmp_path / "in" / "a.wav", sf.read(work / "clip.wav")[0], 16000)
+    (tmp_path / "in" / os.fsdecode(b"caf\xe9.wav")).write_bytes((tmp_path / "in" / "a.wav").read_bytes())
+    code, out, err = run("tokenize", tmp_path / "in", tmp_path / "t", "--model", work / "tiny", "--num-workers", "0", "-q")
+    assert code == 2 and "Traceback" not in err, err  # exit 2: an input could not be tokenized
+    assert [r["id"] for r in pq.read_table(tmp_path / "t" / "shard-00000.parquet").to_pylist()] == ["a"]
+    import csv
+    (row,) = csv.DictReader(open(tmp_path / "t" / "errors.csv"))
+    assert row["id"] == "caf\\xe9" and row["path"] == str(tmp_path / "in" / "caf\\xe9.wav") and "not UTF-8" in row["reason"]
+
+
+@pytest.mark.parametrize("name, text, needle", [
+    ("latin1.csv", "path\ncaf\xe9.wav\n".encode("latin-1"), "latin1.csv cannot be read"),
+    ("short.csv", b"path,id\na.wav\n", "short.csv, row 1: expected one value per column"),
+    ("long.csv", b"path\na.wav,b,c\n", "long.csv, row 1: expected one value per column"),
+    ("big.csv", b"path\n" + b"x" * 200_000 + b"\n", "big.csv cannot be read"),
+])
+def test_a_malformed_manifest_is_named_in_one_line(tmp_path, name, text, needle):
+    from rotvq_audio.corpus import list_inputs
+    from rotvq_audio.data import read_manifest
+    (tmp_path / name).write_bytes(text)
+    for read in (read_manifest, lambda p: list_inputs(str(p))):
+        with pytest.raises(ValueError, match=needle): read(tmp_path / name)
+
+
+def test_a_non_numeric_duration_and_garbage_settings_are_named(work, corpus, tmp_path):
+    import shutil
+    from rotvq_audio.corpus import lm_export, tokenize
+    from rotvq_audio.data import read_manifest
+    (tmp_path / "m.csv").write_text("path,duration\na.wav,soon\n")
+    with pytest.raises(ValueError, match="m.csv, row 1: duration: expected a number, got 'soon'"): read_manifest(tmp_path / "m.csv")
+    shutil.copytree(corpus / "tok", tmp_path / "tok"); (tmp_path / "tok" / "tokenize.json").write_text("{garbage")
+    with pytest.raises(ValueError, match="tokenize.json is not valid JSON"): lm_export(str(tmp_path / "tok"), str(tmp_path / "lm"))
+    with pytest.raises(ValueError, match="tokenize.json is not valid JSON"):
+        tokenize(str(corpus / "clips"), str(tmp_path / "tok"), model=str(work / "tiny"), num_workers=0, progress=False)
+
+
+def test_rotvq_eval_on_a_folder_with_bad_files_scores_the_rest(work, tmp_path):
+    from rotvq_audio.evaluate import main
+    (tmp_path / "d").mkdir()
+    sf.write(tmp_path / "d" / "good.wav", sf.read(work / "clip.wav")[0], 16000)
+    sf.write(tmp_path / "d" / "one.wav", np.full(1, 0.1, np.float32), 16000)
+    (tmp_path / "d" / "broken.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    err = io.StringIO()
+    with __import__("contextlib").redirect_stderr(err):
+        code = main([str(work / "tiny"), str(tmp_path / "d"), "--out", str(tmp_path / "e"), "--no-mos", "--quiet", "--n-q", "2"])
+    assert code == 0 and err.getvalue().startswith("rotvq-eval: warning: skipped 1 unreadable file(s)"), err.getvalue()
+    assert err.getvalue().count("\n") == 1
+    report = json.loads((tmp_path / "e" / "report.json").read_text())
+    assert report["n_files"] == 2 and report["bitrates"][0]["failed"]["mel_distance"] == 1
