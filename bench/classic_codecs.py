@@ -12,7 +12,14 @@ beside it. A peer's output is shifted back by its delay (the lag of the best cro
 Codec2's is about 9 ms) so that STOI and SI-SDR judge the coding, not the latency. Every codec is scored by `rotvq_audio.metrics.evaluate` on the same clips: PESQ-WB/NB, STOI, SI-SDR,
 mel distance and DNSMOS P.835 SIG/BAK/OVRL; the uncoded clips get their DNSMOS too (the "original" row), which is
 what a codec's DNSMOS is read against, and the run times DNSMOS per clip. Writes OUT/classic_codecs.json and .md
-(default bench/results/). `bash .ci/setup` installs the tools and the mos extra.
+(default bench/results/), with the model's weights hash and the training facts of its `training.json`: the one source
+of the bundled model's figures on every page (`bench/figures.py` renders them). `bash .ci/setup` installs the tools and
+the mos extra.
+
+    .venv/bin/python bench/classic_codecs.py --reuse_peers       # after a re-bundle: score only ours, keep the peers' rows
+
+`--reuse_peers` keeps the original and peer rows of OUT/classic_codecs.json when they were measured on the same data
+and clip count with the same tool versions (the peers do not change when our weights do).
 """
 import argparse, json, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -21,7 +28,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from rotvq_audio.codec import CodecModel
+from rotvq_audio.codec import CodecModel, bundled_model_dir
 from rotvq_audio.evaluate import data_items, model_dir, reconstruct_fn, EVAL_METRICS
 from rotvq_audio.metrics import evaluate, dnsmos, dnsmos_available, load_item, DNSMOS_METRICS
 from rotvq_audio.api import Codec
@@ -95,6 +102,22 @@ def original_row(items):
     return dict(codec="original (uncoded)", kbps=None, effective_kbps=None, means=means, failed={}, cost=cost)
 
 
+def tool_versions() -> dict:
+    return {t: subprocess.run(["dpkg-query", "-W", "-f=${Version}", t], capture_output=True, text=True).stdout
+            for t in ("opus-tools", "libopus0", "codec2", "sox")}
+
+
+def reused_peers(path: Path, data: str, n_files: int, tools: dict) -> list:
+    "The original and peer rows of an earlier run on the same clips and tools, or [] (then they are measured anew)."
+    if not path.is_file(): return []
+    old = json.loads(path.read_text())
+    if (old["data"], old["n_files"], old["tools"]) != (data, n_files, tools): return []
+    rows = [r for r in old["rows"] if not r["codec"].startswith("rotvq")]
+    rows[0]["cost"] = old["dnsmos_cost"]
+    print(f"reusing the original and {len(rows) - 1} peer rows of {path}", flush=True)
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="model folder or training run (default: the bundled model)")
@@ -102,6 +125,7 @@ def main():
     p.add_argument("--max_files", type=int, default=None)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    p.add_argument("--reuse_peers", action="store_true", help="keep the original and peer rows of OUT/classic_codecs.json")
     a = p.parse_args()
     if missing := sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None}):
         sys.exit(f"classic_codecs.py: missing {', '.join(missing)}: run `bash .ci/setup` (or apt-get install {' '.join(missing)})")
@@ -109,10 +133,10 @@ def main():
     torch.set_num_threads(1)
     items = data_items(a.data, a.max_files)
     model = (CodecModel.from_pretrained(model_dir(a.model)) if a.model else Codec.from_pretrained().model).eval()
-    metrics = EVAL_METRICS + DNSMOS_METRICS
-    rows, t0 = [original_row(items)], time.time()
-    print(f"original: DNSMOS {rows[0]['means']}, {rows[0]['cost']}", flush=True)
-    for ext in (opus(6), opus(12), codec2("3200"), codec2("1600")):
+    metrics, tools, t0 = EVAL_METRICS + DNSMOS_METRICS, tool_versions(), time.time()
+    rows = reused_peers(Path(a.out) / "classic_codecs.json", a.data, len(items), tools) if a.reuse_peers else []
+    if not rows: rows = [original_row(items)]; print(f"original: DNSMOS {rows[0]['means']}, {rows[0]['cost']}", flush=True)
+    for ext in () if len(rows) > 1 else (opus(6), opus(12), codec2("3200"), codec2("1600")):
         r = evaluate(ext, items, SR, n_workers=a.workers, metrics=metrics, progress=False)
         rows.append(dict(codec=ext.name, kbps=round(ext.kbps, 2), effective_kbps=None, means=r.means, failed=r.failed,
                          median_delay_ms=float(np.median(ext.lags)) / SR * 1000))
@@ -125,11 +149,10 @@ def main():
         rows.append(dict(codec=name, kbps=model.bitrate(n_q) / 1000, effective_kbps=round(r.codebook.effective_bitrate / 1000, 2),
                          means=r.means, failed=r.failed))
         print(f"{name}: {model.bitrate(n_q) / 1000:g} kbps, " + ", ".join(f"{k} {v:.3f}" for k, v in r.means.items()), flush=True)
+    folder = model_dir(a.model) if a.model else bundled_model_dir()
+    training = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else None
     rep = dict(data=a.data, n_files=len(items), model=a.model or "bundled", seconds=round(time.time() - t0, 1),
-               dnsmos_cost=rows[0].pop("cost"),
-               tools={t: subprocess.run(["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True).stdout
-                      for t, pkg in (("opus-tools", "opus-tools"), ("libopus0", "libopus0"), ("codec2", "codec2"), ("sox", "sox"))},
-               rows=rows)
+               dnsmos_cost=rows[0].pop("cost"), tools=tools, weights_hash=Codec(model).weights_hash, training=training, rows=rows)
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     (out / "classic_codecs.json").write_text(json.dumps(rep, indent=1) + "\n")
     head = ("| codec | kbps (measured) | effective kbps | PESQ-WB | PESQ-NB | STOI | SI-SDR | mel distance | DNSMOS SIG | "

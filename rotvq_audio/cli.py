@@ -12,17 +12,17 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 from .core import atomic_write, command_parser, dashed, one_line_warnings
 from .codec import bundled_model_dir
 from .data import AudioError, AUDIO_EXTS, load_audio
-from .metrics import pesq_wb, stoi, codebook_metrics
+from .metrics import DNSMOS_RATE, codebook_metrics, dnsmos, dnsmos_available, pesq_wb, stoi
 from .api import Codec, Tokens, save_tokens, token_file_header
 from .corpus import tokenize, lm_export
 
 # %% auto #0
 __all__ = ['COMMANDS', 'load_codec', 'write_wav', 'check_output', 'encode_file', 'decode_file', 'map_folder', 'describe_tokens',
-           'printable', 'demo_clip', 'round_trip', 'demo_report', 'demo', 'encode_command', 'decode_command',
+           'printable', 'demo_clip', 'ovrl', 'round_trip', 'demo_report', 'demo', 'encode_command', 'decode_command',
            'info_command', 'demo_command', 'tokenize_command', 'lm_export_command', 'build_parser', 'main']
 
 # %% ../nbs/09_cli.ipynb #7e58ec6c
@@ -122,11 +122,17 @@ def printable(s: str) -> str:
 
 # %% ../nbs/09_cli.ipynb #7febe9bc
 def demo_clip() -> Path:
-    "The speech clip shipped with the package."
+    "The speech clip shipped with the package: 8.4 s of a LibriSpeech reader (CC BY 4.0, see NOTICE), from `dev`."
     return Path(str(resources.files("rotvq_audio") / "assets" / "demo.flac"))
 
 def _timed(fn):
     t0 = time.perf_counter(); out = fn(); return out, time.perf_counter() - t0
+
+def ovrl(x: np.ndarray, # (T,)
+         sample_rate: int) -> float:
+    "DNSMOS OVRL of `x`; nan where the mos extra is missing or the rate is not DNSMOS's 16 kHz."
+    if not dnsmos_available() or sample_rate != DNSMOS_RATE: return float("nan")
+    return dnsmos(x, sample_rate, on_error="nan").ovrl
 
 def round_trip(codec: Codec, wav, # (T,) at the codec's rate
                kbps: float) -> dict:
@@ -135,23 +141,26 @@ def round_trip(codec: Codec, wav, # (T,) at the codec's rate
     rec, t_dec = _timed(lambda: codec.decode(codes, len(wav)))
     ref, deg = wav.numpy(), rec[0, 0].cpu().numpy()
     return dict(kbps=kbps, codes=codes, audio=rec, t_enc=t_enc, t_dec=t_dec,
-                pesq=pesq_wb(ref, deg, codec.sample_rate, on_error="nan"), stoi=stoi(ref, deg, codec.sample_rate, on_error="nan"))
+                pesq=pesq_wb(ref, deg, codec.sample_rate, on_error="nan"), stoi=stoi(ref, deg, codec.sample_rate, on_error="nan"),
+                ovrl=ovrl(deg, codec.sample_rate))
 
 # %% ../nbs/09_cli.ipynb #cddeaa49
 def _fmt(x, f="{:.2f}"): return "n/a" if x != x else f.format(x)
 
-def demo_report(codec: Codec, clip, wav, results: list, keep: dict, paths: tuple) -> str:
+def demo_report(codec: Codec, clip, wav, results: list, keep: dict, paths: tuple, original_ovrl: float = float("nan")) -> str:
     "The text `rotvq demo` prints."
     dur = len(wav) / codec.sample_rate
     n_params = sum(p.numel() for p in codec.model.parameters())
-    lines = [f"rotvq demo: {clip}",
+    shipped = Path(clip) == demo_clip()
+    lines = [f"rotvq demo: {'demo.flac, shipped with the package (LibriSpeech 4340-15220-0000, CC BY 4.0)' if shipped else clip}",
              f"  model   {codec.name}: {n_params / 1e6:.1f} M parameters, {'causal' if codec.causal else 'non-causal'}, "
              f"{codec.frame_rate:g} frames/s x {codec.n_q} stages x {codec.codebook_size} codes (weights {codec.weights_hash[:12]})",
-             f"  input   {dur:.2f} s of speech at {codec.sample_rate} Hz ({len(wav)} samples)", "",
-             "  kbps  stages  tokens (B, n_q, T)   encode   decode   RTF enc / dec    PESQ-WB  STOI"]
+             f"  input   {dur:.2f} s of speech at {codec.sample_rate} Hz ({len(wav)} samples), DNSMOS OVRL {_fmt(original_ovrl)}", "",
+             "  kbps  stages  tokens (B, n_q, T)   encode   decode   RTF enc / dec    PESQ-WB  STOI   DNSMOS OVRL"]
     for r in results:
         lines.append(f"  {r['kbps']:<4g}  {r['codes'].shape[1]:>6}  {str(tuple(r['codes'].shape)):<19}  {r['t_enc']:5.2f} s  {r['t_dec']:5.2f} s  "
-                     f"{r['t_enc'] / dur:.3f} / {r['t_dec'] / dur:.3f}    {_fmt(r['pesq']):>7}  {_fmt(r['stoi'], '{:.3f}')}")
+                     f"{r['t_enc'] / dur:.3f} / {r['t_dec'] / dur:.3f}    {_fmt(r['pesq']):>7}  {_fmt(r['stoi'], '{:.3f}')}  {_fmt(r['ovrl']):>11}")
+    if original_ovrl != original_ovrl: lines.append("  (DNSMOS OVRL needs the mos extra: pip install 'rotvq-audio[mos]')")
     m = codebook_metrics(keep["codes"], codec.codebook_size, codec.frame_rate)
     lines += ["", f"  codebook usage at {keep['kbps']:g} kbps (stage: codes used of {codec.codebook_size}, perplexity):"]
     cells = [f"{i + 1:>2}: {round(u * codec.codebook_size):>4} ({p:5.1f})" for i, (u, p) in enumerate(zip(m.utilization.tolist(), m.perplexity.tolist()))]
@@ -177,7 +186,7 @@ def demo(codec: Codec, clip=None, # audio file; None: the shipped clip
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     npz = save_tokens(out / f"{clip.stem}.npz", codec.tokens(keep["codes"], len(wav)))
     wav_out = write_wav(out / f"{clip.stem}_{kbps:g}kbps.wav", keep["audio"], codec.sample_rate)
-    return demo_report(codec, clip, wav, results, keep, (npz, wav_out))
+    return demo_report(codec, clip, wav, results, keep, (npz, wav_out), ovrl(wav.numpy(), codec.sample_rate))
 
 # %% ../nbs/09_cli.ipynb #1d0f5540
 def encode_command(input:str, # audio file (wav, flac, ogg) or folder

@@ -265,7 +265,7 @@ def write_errors(out: Path, n_shards: int, unnamed: list = ()) -> int:
 
 def _progress(on: bool, total: int):
     if not on: return None
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
     return tqdm(total=total, unit="clip", desc="tokenize", dynamic_ncols=True)
 
 # %% ../nbs/08c_corpus.ipynb #c63a9cf0

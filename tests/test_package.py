@@ -19,7 +19,7 @@ PKG = ROOT / "rotvq_audio"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 SCRIPTS = PYPROJECT["project"]["scripts"]  # {"rotvq": "rotvq_audio.cli:main", ...}
 DATA = ["pretrained/default/config.json", "pretrained/default/model.safetensors", "pretrained/default/discriminators.safetensors",
-        "pretrained/default/MODEL_CARD.md",
+        "pretrained/default/MODEL_CARD.md", "pretrained/default/training.json",
         "assets/demo.flac", "configs/tiny.json", "configs/small.json", "configs/base.json"]
 NOT_SHIPPED = ("nbs/", "tests/", "bench/", "data_scripts/", ".ci/", ".github/", "shared/", "speech/", "_proc/", "_docs")
 

@@ -1,0 +1,47 @@
+"""One source for every figure of the bundled model (issue 32): the README, the docs pages and the model card render
+them from bench/results/classic_codecs.json through `bench/figures.py`; these tests fail when a copy drifts."""
+import json, re, subprocess, sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import figures  # noqa: E402  (bench/figures.py)
+
+
+@pytest.fixture(scope="module")
+def fig(): return figures.load_figures()
+
+
+def test_the_results_are_of_the_bundled_weights_and_every_page_matches_them():
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "figures.py"), "--check"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_figure_edited_by_hand_is_caught(fig, tmp_path):
+    card = tmp_path / "card.md"
+    card.write_text(figures.CARD.read_text())
+    assert figures.stale_regions(card, fig) == []
+    ours = f"{fig.ours(6.0)['means']['pesq_wb']:.3f}"
+    text = card.read_text(); i = text.index("<!-- figures:eval-table -->")
+    card.write_text(text[:i] + text[i:].replace(ours, f"{float(ours) + 0.1:.3f}", 1))  # one copied figure, edited
+    assert figures.stale_regions(card, fig) == [f"{card}: region 'eval-table' differs from bench/results/classic_codecs.json"]
+
+
+def test_no_page_quotes_the_bundled_models_figures_outside_a_region(fig):
+    """A figure typed into prose outside a region would not follow a re-bundle: each must sit in a rendered region.
+    (README.md is made from nbs/index.ipynb, whose last table cell reads the card: `.ci/readme.py --check` keeps it in sync.)"""
+    ours = {f"{fig.ours(k)['means'][m]:.{d}f}" for k in figures.BITRATES for m in ("pesq_wb", "stoi", "dnsmos_ovrl") for d in (2, 3)}
+    ours |= {f"{fig.training['cpu_hours']:.2f}", f"{fig.training['cpu_hours']:.1f}"}
+    found = []
+    for page in figures.PAGES:
+        text = figures.REGION.sub("", figures.page_text(page))
+        found += [f"{page.relative_to(ROOT)}: {n}" for n in sorted(ours) if re.search(rf"(?<![\d.]){re.escape(n)}(?!\d)", text)]
+    assert not found, found
+
+
+def test_a_rebundle_without_a_new_benchmark_run_is_refused(tmp_path):
+    r = json.loads(figures.RESULTS.read_text()); r["weights_hash"] = "0" * 64
+    (tmp_path / "r.json").write_text(json.dumps(r))
+    with pytest.raises(SystemExit, match="the bundled model is"): figures.load_figures(tmp_path / "r.json")
