@@ -137,3 +137,21 @@ def test_page_in_chromium(site, browser, nb):
     assert len(s["images"]) >= need, f"{page}: {len(s['images'])} images rendered, the notebook has {need}"
     missing = [u for u in s["links"] if not Path(unquote(urlsplit(u).path)).is_file()]
     assert not missing, f"{page}: links to files that do not exist: {missing}"
+
+
+AUDIO_STATE = """[...document.querySelectorAll('audio')].map(a => ({src: a.getAttribute('src'), ready: a.readyState,
+  duration: a.duration, error: a.error && a.error.code}))"""
+
+
+def test_every_player_of_the_listening_page_loads_audio(site, browser):
+    "The listening page (issue 32): every <audio> has loaded its file's metadata, with a duration above zero."
+    page = site["listen.ipynb"]
+    browser.goto((SITE / page).as_uri())
+    browser.wait_for("[...document.querySelectorAll('audio')].every(a => a.readyState >= 1 || a.error)", timeout=60,
+                     what="the players' metadata")
+    players = browser.js(AUDIO_STATE)
+    browser.screenshot(SCREENSHOTS / "docs_listen.png")
+    samples = json.loads((NBS / "listen" / "samples.json").read_text())
+    assert len(players) == sum(len(c["samples"]) for c in samples["clips"]) > 0
+    bad = [p for p in players if p["error"] or not p["duration"] > 0]
+    assert not bad, f"players without audio: {bad}"

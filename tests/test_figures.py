@@ -45,3 +45,14 @@ def test_a_rebundle_without_a_new_benchmark_run_is_refused(tmp_path):
     r = json.loads(figures.RESULTS.read_text()); r["weights_hash"] = "0" * 64
     (tmp_path / "r.json").write_text(json.dumps(r))
     with pytest.raises(SystemExit, match="the bundled model is"): figures.load_figures(tmp_path / "r.json")
+
+
+def test_the_listening_samples_are_of_the_bundled_weights_and_small():
+    "nbs/listen/ is made by bench/listen.py from the bundled model: after a re-bundle it must be made again."
+    from rotvq_audio import Codec
+    folder = ROOT / "nbs" / "listen"
+    s = json.loads((folder / "samples.json").read_text())
+    assert s["weights_hash"] == Codec.from_pretrained().weights_hash, "run `.venv/bin/python bench/listen.py`"
+    files = {x["file"] for c in s["clips"] for x in c["samples"]} | {c["spectrogram"] for c in s["clips"]}
+    assert files == {f"listen/{p.name}" for p in folder.iterdir() if p.name != "samples.json"}, "files and samples.json differ"
+    assert 6 <= len(s["clips"]) <= 8 and sum(p.stat().st_size for p in folder.iterdir()) < 5 * 2**20
