@@ -2,7 +2,7 @@
 file: bench/results/classic_codecs.json, which `bench/classic_codecs.py` writes (dev scores of the bundled model and
 of Opus and Codec2, measured in one run, and the model's training facts from its `training.json`).
 
-    .venv/bin/python bench/figures.py           # rewrite every figures region, then the README
+    .venv/bin/python bench/figures.py           # rewrite every figures region, re-run the pages showing the card, README
     .venv/bin/python bench/figures.py --check   # exit 1 naming each region that differs (tests/test_figures.py)
 
 A region is `<!-- figures:NAME -->` ... `<!-- /figures -->` in a markdown cell of a notebook or in a markdown file;
@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "classic_codecs.json"
 CARD = ROOT / "rotvq_audio" / "pretrained" / "default" / "MODEL_CARD.md"
 PAGES = [ROOT / "nbs" / "index.ipynb", ROOT / "nbs" / "pretrained.ipynb", ROOT / "nbs" / "tutorials" / "quickstart.ipynb", CARD]
+SHOW_CARD = [ROOT / "nbs" / "index.ipynb", ROOT / "nbs" / "pretrained.ipynb"]  # their outputs hold the card's tables
 REGION = re.compile(r"(<!-- figures:([a-z-]+) -->\n)(.*?)(<!-- /figures -->)", re.S)
 BITRATES = (1.5, 3.0, 6.0)
 
@@ -139,6 +140,9 @@ def main():
             sys.exit("figures.py --check:\n  " + "\n  ".join(stale) + "\nrun `.venv/bin/python bench/figures.py`")
         return
     for page in PAGES: render_page(page, fig)
+    bin = Path(sys.executable).parent  # the pages that show the card's tables in their saved outputs are re-run
+    for nb in SHOW_CARD: subprocess.run([str(bin / "nbdev-test"), "--save", str(nb)], cwd=ROOT, check=True)
+    subprocess.run([str(bin / "nbdev-clean")], cwd=ROOT, check=True)
     subprocess.run([sys.executable, str(ROOT / ".ci" / "readme.py")], check=True)
 
 

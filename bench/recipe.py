@@ -53,8 +53,11 @@ CANDIDATES |= {
                     FROZEN | {"codec.decoder_depths": [6, 6], "steps": 5900}),
 }
 INIT = {name: BUNDLED_0_1 for name in ("joint", "frozen", "frozen-deep")}
-WINNER = "euclid" # its run, continued past the pilot budget, is the long run
-LONG = "long"
+# Round one's winner (`euclid`) went on as the run folder `long`, whose snapshot is the model bundled with 0.1.0. Round
+# two's winner goes on as `long2`: its pilot folder copied and resumed with no CPU cap and a longer cosine schedule
+# (LONG_STEPS: the learning rate rises again from the pilot's floor, a warm restart).
+ROUND1_LONG = "long"
+WINNER, LONG, LONG_STEPS = "WINNER_TBD", "long2", 16000
 COMMON = {"num_workers": 0, "val_every": 500, "ckpt_every": 250, "log_every": 50}
 
 
@@ -124,21 +127,21 @@ def cmd_long(a):
     optimiser, adversarial losses from its first step)."""
     import shutil
     run, snap = RUNS / LONG, RESULTS / LONG / "snapshot"
-    extra = ()
+    extra = ("--steps", str(LONG_STEPS))
     if not (run / "log.jsonl").exists():
         train, _ = last_records(RUNS / WINNER)
         if train is not None and train["cpu_hours"] >= a.cpu_minutes / 60 - 0.05:
             shutil.copytree(RUNS / WINNER, run, ignore=shutil.ignore_patterns(".lock", "train.out"), dirs_exist_ok=True)
             print(f"{LONG}: continues {RUNS / WINNER} at {train['cpu_hours']:.2f} CPU-h")
         elif (snap / "model.safetensors").exists():
-            extra, _ = continue_snapshot(WINNER, snap, run)
+            extra = continue_snapshot(WINNER, snap, run)[0] + extra
             print(f"{LONG}: continues {snap} as a fine-tune (fresh optimiser)")
         else: sys.exit(f"recipe.py: the long run needs {WINNER}'s pilot finished ({a.cpu_minutes / 60:g} CPU-h) or {snap}")
     start(train_command(WINNER, None, out=run, extra=extra), run)
 
 
 def cmd_status(a):
-    for name in [*CANDIDATES, LONG]:
+    for name in [*CANDIDATES, ROUND1_LONG, LONG]:
         train, val = last_records(RUNS / name)
         if train is None: continue
         v = {k.split("/")[0][4:] + " " + k.split("/")[1]: round(x, 3) for k, x in (val or {}).items()

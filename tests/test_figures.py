@@ -62,3 +62,13 @@ def test_the_listening_samples_are_of_the_bundled_weights_and_small():
     files = {x["file"] for c in s["clips"] for x in c["samples"]} | {c["spectrogram"] for c in s["clips"]}
     assert files == {f"listen/{p.name}" for p in folder.iterdir() if p.name != "samples.json"}, "files and samples.json differ"
     assert 6 <= len(s["clips"]) <= 8 and sum(p.stat().st_size for p in folder.iterdir()) < 5 * 2**20
+
+
+def test_the_saved_outputs_that_show_the_card_show_todays_card():
+    "index and pretrained print the card's tables in their saved outputs: `bench/figures.py` re-runs them."
+    card_rows = {l for l in figures.CARD.read_text().splitlines() if l.startswith("| ") and re.search(r"\d\.\d{3}", l)}
+    for nb in figures.SHOW_CARD:
+        shown = {l.rstrip("\n") for c in json.loads(nb.read_text())["cells"] for o in c.get("outputs", [])
+                 for l in "".join(o.get("data", {}).get("text/markdown", o.get("text", ""))).splitlines()
+                 if l.startswith("| ") and re.search(r"\d\.\d{3}", l)}
+        assert shown and shown <= card_rows, f"{nb.name}: saved tables differ from the card: {sorted(shown - card_rows)[:3]}"
