@@ -5,8 +5,13 @@
     .venv/bin/python bench/recipe.py status                  # step, CPU-hours and last validation of every run
     .venv/bin/python bench/recipe.py score [NAME ...]        # rotvq-eval on all of dev, table + plot in bench/results/recipe/
     .venv/bin/python bench/recipe.py snapshot NAME           # generator + discriminators into bench/results/recipe/NAME/snapshot
-    .venv/bin/python bench/recipe.py long                    # the long run: the winner continued with no CPU cap (RUNS/long)
-    .venv/bin/python bench/recipe.py curve [--snapshot DIR]  # score the long run (or a snapshot) on all of dev, add to long/curve.json + plot
+    .venv/bin/python bench/recipe.py long                    # the long run: the winner continued with no CPU cap (RUNS/long2)
+    .venv/bin/python bench/recipe.py curve [--snapshot DIR]  # score the long run (or a snapshot) on all of dev, add to long2/curve.json + plot
+
+Round one (pilots from scratch, table in bench/results/recipe/) chose `euclid`, whose long run (`long`) is the model
+bundled with 0.1.0. Round two (issue 30; table in bench/results/recipe/round2/) starts every candidate from that
+model and chose `joint`, continued as `long2`; its steps and CPU-hours count from the 0.1.0 model (17 250 steps,
+5.85 CPU-hours before them).
 
 Every candidate is `rotvq-train small` plus the overrides below, trained to the same CPU budget (`--max_cpu_minutes`,
 counted in the training process over all resumes), one torch thread, no loader workers, run folder
@@ -57,7 +62,7 @@ INIT = {name: BUNDLED_0_1 for name in ("joint", "frozen", "frozen-deep")}
 # two's winner goes on as `long2`: its pilot folder copied and resumed with no CPU cap and a longer cosine schedule
 # (LONG_STEPS: the learning rate rises again from the pilot's floor, a warm restart).
 ROUND1_LONG = "long"
-WINNER, LONG, LONG_STEPS = "WINNER_TBD", "long2", 16000
+WINNER, LONG, LONG_STEPS = "joint", "long2", 16000
 COMMON = {"num_workers": 0, "val_every": 500, "ckpt_every": 250, "log_every": 50}
 
 
@@ -192,6 +197,7 @@ def row_of(name, rep, train, cpu_minutes):
     "One table row: the candidate, its training so far, and rotvq-eval's means at each bitrate."
     by = {b["kbps"]: b for b in rep["bitrates"]}
     row = {"candidate": name, "what": CANDIDATES[name][0], "n_files": rep["n_files"], "step": train["step"], "cpu_hours": round(train["cpu_hours"], 2),
+           "original": rep.get("original", {}),
            "command": f".venv/bin/python bench/recipe.py --cpu_minutes {cpu_minutes:g} train {name}; "
                       f".venv/bin/python bench/recipe.py score {name}"}
     for kbps, b in by.items():
@@ -203,12 +209,12 @@ def row_of(name, rep, train, cpu_minutes):
 
 def write_table(rows, out):
     "Markdown table of the scored candidates."
-    head = ["candidate", "step", "CPU-h"] + [f"{k} kbps {m}" for k in ("1.5", "3", "6") for m in ("PESQ-WB", "STOI")] + [
+    head = ["candidate", "step", "CPU-h", "steps / CPU-h"] + [f"{k} kbps {m}" for k in ("1.5", "3", "6") for m in ("PESQ-WB", "STOI", "OVRL")] + [
         "6 kbps PESQ-NB", "6 kbps SI-SDR", "6 kbps mel", "6 kbps eff. kbps", "6 kbps util."]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for r in rows:
-        cells = [r["candidate"], str(r["step"]), f"{r['cpu_hours']:.2f}"]
-        cells += [f"{r[k][m]:.3f}" for k in ("1.5", "3", "6") for m in ("pesq_wb", "stoi")]
+        cells = [r["candidate"], str(r["step"]), f"{r['cpu_hours']:.2f}", f"{r['step'] / r['cpu_hours']:.0f}"]
+        cells += [f"{r[k][m]:.3f}" if m in r[k] else "n/a" for k in ("1.5", "3", "6") for m in ("pesq_wb", "stoi", "dnsmos_ovrl")]
         six = r["6"]
         cells += [f"{six['pesq_nb']:.3f}", f"{six['si_sdr']:.1f}", f"{six['mel_distance']:.3f}", f"{six['effective_kbps']:.2f}",
                   f"{six['utilization']:.3f}"]
