@@ -127,26 +127,29 @@ def continue_snapshot(name, snap, run):
 
 
 def cmd_long(a):
-    """The long run: the winner's pilot run folder copied to RUNS/long and resumed with no CPU cap. On a fresh machine
-    without either folder, the committed snapshot bench/results/recipe/long/snapshot continues as a fine-tune (fresh
-    optimiser, adversarial losses from its first step)."""
+    """The long run: the winner's pilot run folder copied to RUNS/long2 and resumed with no CPU cap. On a fresh machine
+    without either folder, the committed snapshot bench/results/recipe/long2/snapshot continues as a fine-tune (fresh
+    optimiser). `long NAME` does the same for another candidate, into RUNS/long2-NAME: a runner-up trained on at the
+    same pace, to see whether the gap closes with more CPU."""
     import shutil
-    run, snap = RUNS / LONG, RESULTS / LONG / "snapshot"
+    name = a.name or WINNER
+    folder = LONG if name == WINNER else f"{LONG}-{name}"
+    run, snap = RUNS / folder, RESULTS / folder / "snapshot"
     extra = ("--steps", str(LONG_STEPS))
     if not (run / "log.jsonl").exists():
-        train, _ = last_records(RUNS / WINNER)
+        train, _ = last_records(RUNS / name)
         if train is not None and train["cpu_hours"] >= a.cpu_minutes / 60 - 0.05:
-            shutil.copytree(RUNS / WINNER, run, ignore=shutil.ignore_patterns(".lock", "train.out"), dirs_exist_ok=True)
-            print(f"{LONG}: continues {RUNS / WINNER} at {train['cpu_hours']:.2f} CPU-h")
+            shutil.copytree(RUNS / name, run, ignore=shutil.ignore_patterns(".lock", "train.out"), dirs_exist_ok=True)
+            print(f"{folder}: continues {RUNS / name} at {train['cpu_hours']:.2f} CPU-h")
         elif (snap / "model.safetensors").exists():
-            extra = continue_snapshot(WINNER, snap, run)[0] + extra
-            print(f"{LONG}: continues {snap} as a fine-tune (fresh optimiser)")
-        else: sys.exit(f"recipe.py: the long run needs {WINNER}'s pilot finished ({a.cpu_minutes / 60:g} CPU-h) or {snap}")
-    start(train_command(WINNER, None, out=run, extra=extra), run)
+            extra = continue_snapshot(name, snap, run)[0] + extra
+            print(f"{folder}: continues {snap} as a fine-tune (fresh optimiser)")
+        else: sys.exit(f"recipe.py: the long run needs {name}'s pilot finished ({a.cpu_minutes / 60:g} CPU-h) or {snap}")
+    start(train_command(name, None, out=run, extra=extra), run)
 
 
 def cmd_status(a):
-    for name in [*CANDIDATES, ROUND1_LONG, LONG]:
+    for name in [*CANDIDATES, ROUND1_LONG, LONG, *(f"{LONG}-{n}" for n in CANDIDATES)]:
         train, val = last_records(RUNS / name)
         if train is None: continue
         v = {k.split("/")[0][4:] + " " + k.split("/")[1]: round(x, 3) for k, x in (val or {}).items()
@@ -313,7 +316,7 @@ if __name__ == "__main__":
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list"); sub.add_parser("status")
     sn = sub.add_parser("snapshot"); sn.add_argument("names", nargs="+")
-    sub.add_parser("long")
+    lg = sub.add_parser("long"); lg.add_argument("name", nargs="?", help=f"a candidate other than the winner ({WINNER})")
     c = sub.add_parser("curve"); c.add_argument("--workers", type=int, default=2); c.add_argument("--max_files", type=int, default=None)
     c.add_argument("--plot_only", action="store_true", help="redraw curve.png from curve.json")
     c.add_argument("--snapshot", help="score this snapshot folder (bench/recipe.py snapshot's layout) instead of the run's newest checkpoint")
