@@ -271,8 +271,8 @@ def cmd_score(a):
 
 
 def cmd_curve(a):
-    """Score the long run's newest checkpoint on all of dev, add it to bench/results/recipe/long/curve.json, and plot
-    dev PESQ-WB / STOI against CPU-hours: these full-dev points over the trainer's validation subset."""
+    """Score the long run's newest checkpoint on all of dev, add it to bench/results/recipe/long2/curve.json, and plot
+    dev PESQ-WB / STOI / DNSMOS OVRL against CPU-hours: these full-dev points over the trainer's validation subset."""
     from rotvq_audio.evaluate import run_eval
     run, out = RUNS / LONG, RESULTS / LONG
     train, _ = last_records(run)
@@ -297,13 +297,14 @@ def cmd_curve(a):
         (out / "curve.json").write_text(json.dumps(points, indent=1) + "\n")
     import matplotlib; matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.4))
     val = val_curve(run)
-    for ax, metric, name in ((axes[0], "pesq_wb", "PESQ-WB"), (axes[1], "stoi", "STOI")):
+    for ax, metric, name in ((axes[0], "pesq_wb", "PESQ-WB"), (axes[1], "stoi", "STOI"), (axes[2], "dnsmos_ovrl", "DNSMOS OVRL")):
         for i, kbps in enumerate(("1.5", "3", "6")):
             ax.plot([c for c, _ in val], [v.get(f"val_{kbps}kbps/{metric}", float("nan")) for _, v in val], ":", color=f"C{i}", alpha=0.6)
-            ax.plot([p["cpu_hours"] for p in points], [p[kbps][metric] for p in points], "o-", color=f"C{i}", label=f"{kbps} kbps, all of dev")
-        ax.set(xlabel="CPU-hours of training (one thread)", ylabel=name, title=f"{name}: dev (dots: 8-clip validation subset)")
+            have = [p for p in points if metric in p[kbps]]  # DNSMOS is scored since round two
+            ax.plot([p["cpu_hours"] for p in have], [p[kbps][metric] for p in have], "o-", color=f"C{i}", label=f"{kbps} kbps, all of dev")
+        ax.set(xlabel="CPU-hours of training after the 0.1.0 model (one thread)", ylabel=name, title=f"{name}: dev (dots: 8-clip validation subset)")
         ax.grid(alpha=0.3); ax.legend(fontsize=7)
     fig.tight_layout(); fig.savefig(out / "curve.png", dpi=110); plt.close(fig)
     for p in points: print(f"{p['cpu_hours']:6.2f} CPU-h step {p['step']:6d}: " + ", ".join(
