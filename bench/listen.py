@@ -8,7 +8,7 @@ speech: the scores are measured on the codec's own output before that), one spec
 samples.json with the clips, the files and the scores. The peers run as in bench/classic_codecs.py (the same code:
 opusenc, and Codec2 through sox at 8 kHz). Clips are cut to their first 8 s.
 """
-import csv, json, shutil, tempfile
+import json, shutil, tempfile
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +20,7 @@ import torch
 
 from classic_codecs import codec2, opus, run  # bench/classic_codecs.py: one implementation of each peer
 from rotvq_audio import Codec
-from rotvq_audio.data import default_speech_dir, load_audio
+from rotvq_audio.data import default_speech_dir, load_audio, read_rows
 from rotvq_audio.metrics import dnsmos, pesq_wb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def strip(ys: list[np.ndarray], path: Path):
 def main():
     torch.set_num_threads(1)
     codec, dev = Codec.from_pretrained(), default_speech_dir() / "dev"
-    with open(default_speech_dir() / "manifest.csv", newline="") as f: manifest = {r["path"]: r for r in csv.DictReader(f)}
+    manifest = {r["path"]: r for r in read_rows(default_speech_dir() / "manifest.csv")}
     shutil.rmtree(OUT, ignore_errors=True); OUT.mkdir(parents=True)
     clips = []
     for rel, what in CLIPS:

@@ -13,7 +13,7 @@ import numpy as np
 import soundfile as sf
 import torch
 from tqdm import tqdm
-from .core import atomic_write, command_parser, dashed, one_line_warnings
+from .core import atomic_write, command_parser, dashed, one_line, one_line_warnings
 from .codec import bundled_model_dir
 from .data import AudioError, AUDIO_EXTS, load_audio
 from .metrics import DNSMOS_RATE, codebook_metrics, dnsmos, dnsmos_available, pesq_wb, stoi
@@ -98,10 +98,8 @@ def map_folder(fn, # fn(src, dst) for one file
     done, failed = 0, []
     for p in tqdm(files, desc=src_dir.name or str(src_dir), unit="file", disable=not progress, file=sys.stderr):
         try: fn(p, dst_dir / p.relative_to(src_dir).with_suffix(suffix)); done += 1
-        except Exception as e: failed.append((p, _one_line(e))) # whatever one file does, the others still get done
+        except Exception as e: failed.append((p, one_line(e))) # whatever one file does, the others still get done
     return done, failed
-
-def _one_line(e: BaseException) -> str: return " | ".join(str(e).splitlines()) or type(e).__name__
 
 # %% ../nbs/09_cli.ipynb #351495a5
 def describe_tokens(path) -> str:
@@ -292,8 +290,8 @@ def main(argv: list | None = None) -> int:
         with one_line_warnings("rotvq"): return COMMANDS[a.pop("command")][0](**a)
     except KeyboardInterrupt: print("rotvq: interrupted", file=sys.stderr); return 130
     except (AudioError, ValueError, TypeError, OSError) as e: # FileNotFoundError is an OSError
-        print(f"rotvq: error: {_one_line(e)}", file=sys.stderr); return 2
-    except Exception as e: print(f"rotvq: error: {type(e).__name__}: {_one_line(e)}", file=sys.stderr); return 2
+        print(f"rotvq: error: {one_line(e)}", file=sys.stderr); return 2
+    except Exception as e: print(f"rotvq: error: {type(e).__name__}: {one_line(e)}", file=sys.stderr); return 2
 
 # %% ../nbs/09_cli.ipynb #87a461af
 # `__file__` is unset inside notebooks, whose `__name__` is also "__main__"

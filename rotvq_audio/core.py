@@ -17,7 +17,7 @@ from fastcore.docments import docments
 __all__ = ['umask', 'fsync_paths', 'atomic_write', 'open_no_link', 'Range', 'OneOf', 'check_field', 'check_fields',
            'config_from_dict', 'config_to_dict', 'leaf_paths', 'override', 'distributed', 'all_reduce_', 'broadcast_',
            'unwrap', 'Dist', 'die_with_parent', 'setup_dist', 'StopRequest', 'tf32', 'dashed', 'command_parser',
-           'one_line_warnings']
+           'one_line', 'one_line_warnings']
 
 # %% ../nbs/00_core.ipynb #2a511ef3
 def umask() -> int:
@@ -279,11 +279,15 @@ def command_parser(func, # a function whose parameters (with docments) are the c
     return p
 
 # %% ../nbs/00_core.ipynb #9cc9c34b
+def one_line(e) -> str:
+    "An exception or a message on one line: its lines joined by ' | ' (an exception without text: its type's name)."
+    return " | ".join(str(e).splitlines()) or (type(e).__name__ if isinstance(e, BaseException) else "")
+
 @contextlib.contextmanager
 def one_line_warnings(prog:str): # the command's name, the start of each line
     "Inside the block, every warning is printed to stderr as `PROG: warning: message` on one line."
     def show(message, category, filename, lineno, file=None, line=None):
-        print(f"{prog}: warning: {' | '.join(str(message).splitlines())}", file=sys.stderr)
+        print(f"{prog}: warning: {one_line(message)}", file=sys.stderr)
     with warnings.catch_warnings():  # restores the display on the way out
         warnings.showwarning = show
         yield

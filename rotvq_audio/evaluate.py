@@ -16,7 +16,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 
 from typing import Annotated
-from .core import atomic_write, dashed, command_parser, check_field, one_line_warnings, Range
+from .core import atomic_write, dashed, command_parser, check_field, one_line, one_line_warnings, Range
 from .codec import CodecModel, bundled_model_dir
 from .data import speech_split, read_manifest, scan_audio, AUDIO_EXTS
 from .metrics import evaluate, EvalResult, DNSMOS_METRICS, dnsmos_available
@@ -246,7 +246,7 @@ def main(argv:list|None=None) -> int:
         with one_line_warnings("rotvq-eval"): run_eval(**args)
     except KeyboardInterrupt: print("rotvq-eval: interrupted", file=sys.stderr); return 130
     except Exception as e: # bad model folder, bad data, full disk: one line, exit 2, no traceback
-        msg = " | ".join(str(e).splitlines()) or type(e).__name__
+        msg = one_line(e)
         print(f"rotvq-eval: error: {msg if isinstance(e, (ValueError, OSError)) else type(e).__name__ + ': ' + msg}", file=sys.stderr)
         return 2
     return 0
